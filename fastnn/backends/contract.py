@@ -1,0 +1,79 @@
+"""The kernel contract: every kernel a backend must export, with its shapes.
+
+Every backend package (``fastnn/backends/<name>/``) exports exactly these names.
+The registry checks at load time that none is missing.
+
+Conventions (the same in every backend):
+
+* Arrays are float32 (the numpy backend also accepts float64, for gradient checks);
+  labels and indices are int64.
+* Images are NCHW: ``x`` is ``(N, C, H, W)``; convolution weights are ``(F, C, KH, KW)``.
+* Dense weights are ``(D_in, D_out)`` as in the textbook: ``y = x @ W + b``.
+* A kernel never writes into its inputs, except the ``*_update`` kernels, which update a
+  parameter and its optimizer state in place (that is what their names say).
+* ``cache`` objects are opaque: only the backend that made one reads it. A backend may
+  keep whatever it needs there (im2col columns, argmax indices, reusable buffers).
+* ``to_device`` / ``to_host`` move arrays between host NumPy and the backend's memory:
+  the identity on CPU backends, real copies on cuda. Layers and the trainer only touch
+  arrays through kernels, ``reshape`` and these two functions.
+"""
+
+# name -> signature and shapes (the docs of the contract; the registry checks the names).
+KERNELS = {
+    # --- arrays -------------------------------------------------------------------
+    "to_device": "to_device(host_array) -> array           backend memory copy (identity on CPU)",
+    "to_host": "to_host(array) -> numpy.ndarray               host copy (identity on CPU)",
+    "zeros": "zeros(shape, dtype=float32) -> array",
+    "gather": "gather(x, indices) -> x[indices]          (N, ...) rows picked by int64 indices",
+    # --- dense --------------------------------------------------------------------
+    "dense_forward": "dense_forward(x, W, b) -> y                x (N, D), W (D, M), b (M,) -> y (N, M)",
+    "dense_backward": "dense_backward(dy, x, W) -> (dx, dW, db)  dy (N, M) -> dx (N, D), dW (D, M), db (M,)",
+    # --- convolution --------------------------------------------------------------
+    "im2col": "im2col(x, kh, kw, stride, pad) -> col     x (N, C, H, W) -> col (N*OH*OW, C*KH*KW)",
+    "col2im": "col2im(col, x_shape, kh, kw, stride, pad) -> x   adds overlapping windows back",
+    "conv2d_forward": "conv2d_forward(x, W, b, stride, pad) -> (y, cache)   W (F, C, KH, KW) -> y (N, F, OH, OW)",
+    "conv2d_backward": "conv2d_backward(dy, cache, need_dx=True) -> (dx or None, dW, db)   the first layer skips dx",
+    # --- pooling ------------------------------------------------------------------
+    "maxpool2d_forward": "maxpool2d_forward(x, size, stride, pad) -> (y, cache)   (N, C, H, W) -> (N, C, OH, OW)",
+    "maxpool2d_backward": "maxpool2d_backward(dy, cache) -> dx",
+    "avgpool2d_forward": "avgpool2d_forward(x, size, stride, pad) -> (y, cache)   zero padding counted",
+    "avgpool2d_backward": "avgpool2d_backward(dy, cache) -> dx",
+    # --- activations and dropout --------------------------------------------------
+    "relu_forward": "relu_forward(x) -> y",
+    "relu_backward": "relu_backward(dy, y) -> dx               y is the forward output",
+    "sigmoid_forward": "sigmoid_forward(x) -> y",
+    "sigmoid_backward": "sigmoid_backward(dy, y) -> dx",
+    "tanh_forward": "tanh_forward(x) -> y",
+    "tanh_backward": "tanh_backward(dy, y) -> dx",
+    "dropout_mask": "dropout_mask(shape, p, rng) -> mask       float32, 0 or 1/(1-p); rng a numpy Generator",
+    "dropout_forward": "dropout_forward(x, mask) -> y            y = x * mask",
+    "dropout_backward": "dropout_backward(dy, mask) -> dx         dx = dy * mask",
+    # --- batch normalisation -------------------------------------------------------
+    "batchnorm_forward": "batchnorm_forward(x, gamma, beta, eps) -> (y, mean, var, cache)   x (N, D) per feature or (N, C, H, W) per channel",
+    "batchnorm_backward": "batchnorm_backward(dy, cache) -> (dx, dgamma, dbeta)",
+    "batchnorm_inference": "batchnorm_inference(x, gamma, beta, mean, var, eps) -> y",
+    "running_average_update": "running_average_update(avg, value, momentum)   avg = momentum*avg + (1-momentum)*value, in place",
+    # --- losses ---------------------------------------------------------------------
+    "softmax_cross_entropy": "softmax_cross_entropy(logits, labels) -> (loss, cache)   (N, K), int64 (N,) -> float mean loss",
+    "softmax_cross_entropy_backward": "softmax_cross_entropy_backward(cache) -> dlogits   (softmax - onehot) / N",
+    "softmax": "softmax(logits) -> probabilities          (N, K), rows sum to 1",
+    "mse_loss": "mse_loss(y, t) -> (loss, cache)          0.5 * sum((y - t)**2) / N",
+    "mse_loss_backward": "mse_loss_backward(cache) -> dy",
+    "count_correct": "count_correct(logits, labels) -> int     number of rows whose argmax equals the label",
+    # --- optimizers: in place on param and its state; g is read only ---------------
+    # weight decay is L2 added to the gradient (g + wd * param), as in PyTorch.
+    "sgd_update": "sgd_update(param, grad, lr, weight_decay)",
+    "momentum_update": "momentum_update(param, grad, velocity, lr, momentum, weight_decay)",
+    "nesterov_update": "nesterov_update(param, grad, velocity, lr, momentum, weight_decay)",
+    "adagrad_update": "adagrad_update(param, grad, sum_sq, lr, eps, weight_decay)",
+    "rmsprop_update": "rmsprop_update(param, grad, sq_avg, lr, alpha, eps, weight_decay)",
+    "adadelta_update": "adadelta_update(param, grad, sq_avg, delta_avg, lr, rho, eps, weight_decay)",
+    "adam_update": "adam_update(param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay)   step counts from 1",
+}
+
+NAMES = tuple(KERNELS)
+
+
+def missing(table) -> list[str]:
+    """Contract names that ``table`` (a module or namespace) does not export."""
+    return [name for name in NAMES if not callable(getattr(table, name, None))]

@@ -1,0 +1,48 @@
+"""The only place fastnn reads environment variables.
+
+FASTNN_BACKEND       numpy | numba | cython | cuda   (default: DEFAULT_BACKEND)
+FASTNN_DATA          a directory that holds the MNIST IDX files
+FASTNN_NUM_THREADS   threads for Numba, OpenMP and BLAS together (default: all cores)
+XDG_CACHE_HOME       the user cache directory root (downloads go to <it>/fastnn)
+"""
+import os
+from pathlib import Path
+
+from .errors import ConfigError
+
+BACKENDS = ("numpy", "numba", "cython", "cuda")
+DEFAULT_BACKEND = "numpy"
+
+
+def check_backend_name(name: str) -> str:
+    if name not in BACKENDS:
+        raise ConfigError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}")
+    return name
+
+
+def backend_name() -> str:
+    """The backend named by FASTNN_BACKEND, else the default."""
+    name = os.environ.get("FASTNN_BACKEND", "").strip().lower() or DEFAULT_BACKEND
+    try:
+        return check_backend_name(name)
+    except ConfigError as e:
+        raise ConfigError(f"FASTNN_BACKEND: {e}") from None
+
+
+def data_dir() -> Path | None:
+    value = os.environ.get("FASTNN_DATA", "").strip()
+    return Path(value).expanduser() if value else None
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("XDG_CACHE_HOME", "").strip()
+    return (Path(root) if root else Path.home() / ".cache") / "fastnn"
+
+
+def num_threads() -> int:
+    value = os.environ.get("FASTNN_NUM_THREADS", "").strip()
+    if not value:
+        return os.cpu_count() or 1
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigError(f"FASTNN_NUM_THREADS={value!r}: give a whole number of threads, 1 or more")
+    return int(value)

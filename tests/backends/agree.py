@@ -1,0 +1,45 @@
+"""Run one kernel on the reference and on a candidate backend with the same host inputs.
+
+Array arguments go through the candidate's ``to_device`` and results come back through
+``to_host``, so the same test drives a CPU backend and the CUDA one.
+"""
+import numpy as np
+
+F32 = dict(rtol=2e-4, atol=2e-5)
+
+
+def to_candidate(K, value):
+    return K.to_device(value) if isinstance(value, np.ndarray) else value
+
+
+def to_numpy(K, value):
+    if isinstance(value, tuple):
+        return tuple(to_numpy(K, v) for v in value)
+    if value is None or isinstance(value, (int, float)):
+        return value
+    return K.to_host(value)
+
+
+def run(K, name, *args, **kwargs):
+    """K.name(*args) with array args moved to K's memory; inputs are checked unchanged."""
+    before = [a.copy() for a in args if isinstance(a, np.ndarray)]
+    moved = [to_candidate(K, a) for a in args]
+    out = getattr(K, name)(*moved, **kwargs)
+    after = [K.to_host(m) for a, m in zip(args, moved) if isinstance(a, np.ndarray)]
+    for i, (b, a) in enumerate(zip(before, after)):
+        np.testing.assert_array_equal(a, b, err_msg=f"{name} wrote into its input #{i}")
+    return out, moved
+
+
+def assert_close(got, want, scale=1.0, what=""):
+    """float32 agreement; ``scale`` widens atol for long reductions (e.g. sqrt of the sum length)."""
+    np.testing.assert_allclose(got, want, rtol=F32["rtol"], atol=F32["atol"] * scale, err_msg=what)
+
+
+def noncontiguous(a):
+    """The same values as ``a`` in a strided (non-contiguous) view."""
+    wide = np.zeros(a.shape[:-1] + (2 * a.shape[-1],), a.dtype)
+    wide[..., ::2] = a
+    view = wide[..., ::2]
+    assert not view.flags.c_contiguous
+    return view
