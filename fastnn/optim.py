@@ -1,0 +1,146 @@
+"""Optimizers: each step calls one in-place backend kernel per parameter.
+
+The formulas are PyTorch's (see fastnn/backends/numpy/optim.py); weight decay is L2
+added to the gradient. State arrays live in the backend's memory, one list per parameter.
+"""
+import numpy as np
+
+from . import backends
+from .errors import CheckpointError, ConfigError
+
+
+class Optimizer:
+    kernel = ""        # the backend kernel that updates one parameter
+    n_state = 0        # state arrays per parameter
+    default_lr = 0.01
+
+    def __init__(self, lr=None, weight_decay=0.0):
+        lr = self.default_lr if lr is None else lr
+        if not (isinstance(lr, (int, float)) and np.isfinite(lr) and lr > 0):
+            raise ConfigError(f"{type(self).__name__}: the learning rate must be a positive number, not {lr!r}")
+        if not (isinstance(weight_decay, (int, float)) and np.isfinite(weight_decay) and weight_decay >= 0):
+            raise ConfigError(f"{type(self).__name__}: weight_decay must be >= 0, not {weight_decay!r}")
+        self.lr, self.weight_decay = float(lr), float(weight_decay)
+        self.steps = 0
+        self.state = {}  # parameter key -> [state arrays]
+
+    def hyper(self) -> dict:
+        """The kernel's keyword arguments besides param, grad, state, lr and weight decay."""
+        return {}
+
+    def step(self, model):
+        """Update every parameter of ``model`` from the gradients of its last backward pass."""
+        K = backends.get()
+        self.steps += 1
+        update = getattr(K, self.kernel)
+        hyper = self.hyper()
+        for key, param, grad in model.param_items():
+            state = self.state.get(key)
+            if state is None:
+                state = self.state[key] = [K.zeros(param.shape, dtype=param.dtype) for _ in range(self.n_state)]
+            update(param, grad, *state, lr=self.lr, weight_decay=self.weight_decay, **hyper)
+
+    def state_dict(self) -> dict:
+        """Host copies of the state, for checkpoints: {"steps": int, "arrays": {"key/i": array}}."""
+        K = backends.get()
+        arrays = {f"{key}/{i}": K.to_host(a) for key, state in self.state.items() for i, a in enumerate(state)}
+        return {"steps": self.steps, "arrays": arrays}
+
+    def load_state_dict(self, state, model):
+        K = backends.get()
+        self.steps = int(state["steps"])
+        arrays = state["arrays"]
+        self.state = {}
+        for key, param, _ in model.param_items():
+            names = [f"{key}/{i}" for i in range(self.n_state)]
+            if not all(n in arrays for n in names):
+                if self.steps and self.n_state:
+                    raise CheckpointError(f"optimizer state for parameter {key} is missing from the checkpoint")
+                continue
+            if any(arrays[n].shape != tuple(param.shape) for n in names):
+                raise CheckpointError(f"optimizer state for parameter {key} has the wrong shape")
+            self.state[key] = [K.to_device(np.ascontiguousarray(arrays[n], dtype=param.dtype)) for n in names]
+
+    def config(self) -> dict:
+        return dict(name=NAME_OF[type(self)], lr=self.lr, weight_decay=self.weight_decay, **self.hyper())
+
+
+class SGD(Optimizer):
+    kernel, n_state, default_lr = "sgd_update", 0, 0.01
+
+
+class Momentum(Optimizer):
+    kernel, n_state, default_lr = "momentum_update", 1, 0.01
+
+    def __init__(self, lr=None, weight_decay=0.0, momentum=0.9):
+        super().__init__(lr, weight_decay)
+        self.momentum = float(momentum)
+
+    def hyper(self):
+        return dict(momentum=self.momentum)
+
+
+class Nesterov(Momentum):
+    kernel = "nesterov_update"
+
+
+class AdaGrad(Optimizer):
+    kernel, n_state, default_lr = "adagrad_update", 1, 0.01
+
+    def __init__(self, lr=None, weight_decay=0.0, eps=1e-10):
+        super().__init__(lr, weight_decay)
+        self.eps = float(eps)
+
+    def hyper(self):
+        return dict(eps=self.eps)
+
+
+class RMSprop(Optimizer):
+    kernel, n_state, default_lr = "rmsprop_update", 1, 0.001
+
+    def __init__(self, lr=None, weight_decay=0.0, alpha=0.99, eps=1e-8):
+        super().__init__(lr, weight_decay)
+        self.alpha, self.eps = float(alpha), float(eps)
+
+    def hyper(self):
+        return dict(alpha=self.alpha, eps=self.eps)
+
+
+class Adadelta(Optimizer):
+    kernel, n_state, default_lr = "adadelta_update", 2, 1.0
+
+    def __init__(self, lr=None, weight_decay=0.0, rho=0.9, eps=1e-6):
+        super().__init__(lr, weight_decay)
+        self.rho, self.eps = float(rho), float(eps)
+
+    def hyper(self):
+        return dict(rho=self.rho, eps=self.eps)
+
+
+class Adam(Optimizer):
+    kernel, n_state, default_lr = "adam_update", 2, 0.001
+
+    def __init__(self, lr=None, weight_decay=0.0, beta1=0.9, beta2=0.999, eps=1e-8):
+        super().__init__(lr, weight_decay)
+        self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
+
+    def hyper(self):
+        # the bias correction needs the step number (counted from 1)
+        return dict(beta1=self.beta1, beta2=self.beta2, eps=self.eps, step=max(self.steps, 1))
+
+    def config(self):
+        config = super().config()
+        del config["step"]
+        return config
+
+
+OPTIMIZERS = {"sgd": SGD, "momentum": Momentum, "nesterov": Nesterov, "adagrad": AdaGrad,
+              "rmsprop": RMSprop, "adadelta": Adadelta, "adam": Adam}
+NAME_OF = {cls: name for name, cls in OPTIMIZERS.items()}
+
+
+def make(name, lr=None, weight_decay=0.0, **hyper):
+    """An optimizer by name; ``lr=None`` takes the optimizer's usual default."""
+    if name not in OPTIMIZERS:
+        raise ConfigError(f"unknown optimizer {name!r}: choose one of {', '.join(OPTIMIZERS)}")
+    return OPTIMIZERS[name](lr=lr, weight_decay=weight_decay, **hyper)
