@@ -1,0 +1,95 @@
+"""Training on real MNIST: learning, repeatability, early stopping, model files."""
+import numpy as np
+import pytest
+
+from fastnn import backends, load_model, models, optim
+from fastnn.data import load_mnist
+from fastnn.errors import ShapeError
+from fastnn.train import Trainer
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    from .conftest import MNIST_DIR
+    if not (MNIST_DIR / "train-images-idx3-ubyte.gz").exists():
+        pytest.skip(f"real MNIST files not found at {MNIST_DIR}")
+    return load_mnist("mnist", MNIST_DIR, download_missing=False, progress=False)
+
+
+@pytest.mark.slow
+def test_simple_cnn_learns_mnist_from_10000_images(mnist):
+    x_train, y_train, x_test, y_test = mnist
+    model = models.build("simple-cnn", seed=0)
+    trainer = Trainer(model, optim.make("adam", lr=0.001), batch_size=100, seed=0, progress=False)
+    history = trainer.fit(x_train[:10000], y_train[:10000], epochs=2, test=(x_test, y_test))
+    print(f"{backends.active_name()}: {history}")
+    assert history[-1]["test_accuracy"] >= 0.95
+    assert history[1]["train_loss"] < history[0]["train_loss"]
+    assert set(history[0]) >= {"epoch", "train_seconds", "images_per_second", "train_loss", "test_loss",
+                               "test_accuracy"}
+
+
+def run(mnist, seed, epochs=1, model="pytorch-net", limit=640):
+    x_train, y_train, _, _ = mnist
+    trainer = Trainer(models.build(model, seed=seed), optim.make("adam"), batch_size=64, seed=seed, progress=False)
+    trainer.fit(x_train[:limit], y_train[:limit], epochs=epochs)
+    return trainer.model.state_arrays()
+
+
+def test_same_seed_repeats_exactly(mnist):
+    # pytorch-net has dropout: the masks must repeat too
+    first, second, other = run(mnist, 3), run(mnist, 3), run(mnist, 4)
+    for key in first:
+        np.testing.assert_array_equal(first[key], second[key], err_msg=key)
+    assert any(not np.array_equal(first[k], other[k]) for k in first)
+
+
+def test_every_epoch_is_a_fresh_permutation(mnist):
+    x_train, y_train, _, _ = mnist
+    trainer = Trainer(models.build("mlp"), optim.make("sgd"), batch_size=7, seed=0, progress=False)
+    seen = []
+    trainer.train_step = lambda xb, yb: seen.append(backends.get().to_host(yb)) or 1.0
+    x_dev = backends.get().to_device(x_train[:50])
+    y_dev = backends.get().to_device(np.arange(50))
+    trainer.train_epoch(x_dev, y_dev, 50)
+    first = np.concatenate(seen)
+    seen.clear()
+    trainer.train_epoch(x_dev, y_dev, 50)
+    second = np.concatenate(seen)
+    assert sorted(first) == list(range(50)) and sorted(second) == list(range(50))  # without replacement
+    assert not np.array_equal(first, second)
+    assert [len(b) for b in seen] == [7] * 7 + [1]
+
+
+def test_early_stopping_restores_the_best_epoch(mnist):
+    x_train, y_train, x_test, y_test = mnist
+    # a learning rate so small that the validation accuracy cannot change: no epoch improves on the first
+    trainer = Trainer(models.build("mlp", seed=1), optim.make("sgd", lr=1e-12), batch_size=100, seed=0,
+                      progress=False)
+    history = trainer.fit(x_train[:500], y_train[:500], epochs=10, validation=(x_test[:300], y_test[:300]),
+                          patience=2, monitor="val_accuracy")
+    assert len(history) == 3 and history[-1]["early_stop"]
+
+
+def test_saved_model_predicts_the_same(mnist, tmp_path):
+    x_train, y_train, x_test, _ = mnist
+    trainer = Trainer(models.build("simple-cnn", seed=0), optim.make("adam"), batch_size=100, seed=0,
+                      progress=False)
+    trainer.fit(x_train[:300], y_train[:300], epochs=1)
+    path = tmp_path / "model.npz"
+    trainer.model.save(path, metadata={"note": "test"})
+    assert not [p for p in tmp_path.iterdir() if p.name != "model.npz"]  # the temporary file was renamed
+    loaded, meta = load_model(path)
+    assert meta["note"] == "test" and meta["model"]["name"] == "simple-cnn"
+    np.testing.assert_array_equal(loaded.predict(x_test[:200]), trainer.model.predict(x_test[:200]))
+
+
+def test_fit_checks_its_data(mnist):
+    x_train, y_train, _, _ = mnist
+    trainer = Trainer(models.build("mlp"), optim.make("sgd"), progress=False)
+    with pytest.raises(ShapeError, match=r"class indices must lie in \[0, 10\)"):
+        trainer.fit(x_train[:10], np.full(10, 10), epochs=1)
+    with pytest.raises(ShapeError, match="float32"):
+        trainer.fit(x_train[:10].astype(np.float64), y_train[:10], epochs=1)
+    with pytest.raises(ShapeError, match=r"expects \(N, 1, 28, 28\)"):
+        trainer.fit(x_train[:10].reshape(10, 784), y_train[:10], epochs=1)
