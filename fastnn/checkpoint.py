@@ -1,34 +1,70 @@
-"""Model files: parameters as ``.npz`` arrays plus JSON metadata, never pickles.
+"""Model and checkpoint files: parameters as ``.npz`` arrays plus JSON metadata, never pickles.
 
 Writes are atomic: a temporary file in the same directory, flushed to disk, then renamed
 over the target, so a crash mid-write leaves the previous file intact.
 Reads use ``allow_pickle=False`` and check every array against the architecture.
+A model file (format "fastnn-model") holds a model; a checkpoint ("fastnn-checkpoint",
+written by ``Trainer.checkpoint``) holds a model plus everything needed to resume its training.
 """
+import io
 import json
 import os
+import signal
 import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from .errors import CheckpointError, ConfigError
+from . import config
+from .errors import CheckpointError, ConfigError, ShapeError
 
 FORMAT = "fastnn-model"
+CHECKPOINT_FORMAT = "fastnn-checkpoint"
 VERSION = 1
 META_KEY = "__meta__"
+MODEL_PREFIXES = ("param/", "buffer/")
+
+_writes = 0  # atomic writes by this process, counted for FASTNN_TEST_KILL=write:N
+
+
+def test_kill(kind, count):
+    """Crash tests only: SIGKILL this process (no clean-up at all) if FASTNN_TEST_KILL names this point."""
+    if config.test_kill_point() == (kind, count):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _mode_for(path):
+    """The permissions ``path`` has, or those a newly created file would get (0666 less the umask)."""
+    try:
+        return path.stat().st_mode & 0o777
+    except FileNotFoundError:
+        umask = os.umask(0o022)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def atomic_write(path, write):
-    """Call ``write(file)`` on a temporary file beside ``path``, fsync it, then rename it to ``path``."""
+    """Call ``write(file)``, then put what it wrote at ``path`` atomically: into a temporary file
+    beside ``path``, fsync it, then rename it to ``path``."""
+    global _writes
     path = Path(path)
+    buffer = io.BytesIO()  # serialise first: a failing ``write`` never creates a file
+    write(buffer)
+    data = buffer.getbuffer()
+    _writes += 1
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            write(f)
+            if config.test_kill_point() == ("write", _writes):  # crash tests: die with half the file written
+                f.write(data[:len(data) // 2])
+                f.flush()
+                test_kill("write", _writes)
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _mode_for(path))  # mkstemp makes it private (0600); give it the mode a new file gets
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -48,26 +84,47 @@ def save_arrays(path, metadata: dict, arrays: dict):
 
 
 def load_arrays(path, expected_format=FORMAT):
-    """(metadata, {name: array}) from a file written by ``save_arrays``; refuses pickles."""
+    """(metadata, {name: array}) from a file written by ``save_arrays``; refuses pickles.
+
+    ``expected_format``: the format name the metadata must carry, or a tuple of accepted names.
+    Whatever is wrong with the file, the error is a CheckpointError that names it.
+    """
     path = Path(path)
+    formats = (expected_format,) if isinstance(expected_format, str) else tuple(expected_format)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
+    with open(path, "rb") as f:
+        starts_like_zip = f.read(4) == b"PK\x03\x04"
+    if not starts_like_zip or not zipfile.is_zipfile(path):
+        raise CheckpointError(f"{path}: not a .npz file (no zip header and directory): it is truncated, "
+                              f"corrupt, or not a fastnn file at all")
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {key: data[key] for key in data.files}
-    except ValueError as e:  # object arrays need pickle: refused
-        raise CheckpointError(f"{path}: holds a pickled object, which fastnn never loads (it could run code)") from e
-    except (OSError, zipfile.BadZipFile, EOFError) as e:
+    except ValueError as e:
+        if "allow_pickle" in str(e):  # an object array: loading it would unpickle, which can run code
+            raise CheckpointError(f"{path}: holds a pickled object array, which fastnn never loads "
+                                  f"(unpickling can run code)") from e
         raise CheckpointError(f"{path}: not a readable .npz file ({e}); it may be truncated or corrupt") from e
+    except Exception as e:  # zipfile and numpy raise many types for damaged bytes (BadZipFile, EOFError, ...)
+        raise CheckpointError(f"{path}: not a readable .npz file ({type(e).__name__}: {e}); "
+                              f"it may be truncated or corrupt") from e
+    for key, value in arrays.items():
+        if not isinstance(value, np.ndarray):
+            raise CheckpointError(f"{path}: entry {key!r} is not a .npy array")
     if META_KEY not in arrays:
         raise CheckpointError(f"{path}: no {META_KEY} entry: not a fastnn file")
     try:
         metadata = json.loads(str(arrays.pop(META_KEY)))
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{path}: its metadata is not valid JSON") from e
-    if not isinstance(metadata, dict) or metadata.get("format") != expected_format:
-        raise CheckpointError(f"{path}: not a {expected_format} file (format {metadata.get('format')!r})"
-                              if isinstance(metadata, dict) else f"{path}: malformed metadata")
+    if not isinstance(metadata, dict):
+        raise CheckpointError(f"{path}: malformed metadata (a JSON {type(metadata).__name__}, not an object)")
+    if metadata.get("format") not in formats:
+        hint = ""
+        if metadata.get("format") == FORMAT and CHECKPOINT_FORMAT in formats:
+            hint = "; a model file cannot resume training: resume from a file written with --checkpoint"
+        raise CheckpointError(f"{path}: not a {' or '.join(formats)} file (format {metadata.get('format')!r}){hint}")
     if metadata.get("version") != VERSION:
         raise CheckpointError(f"{path}: file version {metadata.get('version')!r}, this fastnn reads version {VERSION}")
     for key, value in arrays.items():
@@ -83,26 +140,35 @@ def save_model(path, model, metadata=None):
 
 
 def model_from_metadata(path, metadata, arrays):
+    """The model a file's metadata describes, with its parameters and buffers from ``arrays``."""
     from .model import Sequential
     try:
         model = Sequential.from_config(metadata["model"])
-    except (KeyError, TypeError) as e:
-        raise CheckpointError(f"{path}: malformed architecture in its metadata ({e!r})") from e
-    except ConfigError as e:
+    except (ConfigError, ShapeError) as e:  # an unknown layer type, a bad setting, layers that do not fit
         raise CheckpointError(f"{path}: {e}") from e
-    model_arrays = {k: v for k, v in arrays.items() if k.startswith(("param/", "buffer/"))}
-    expected = set(model.state_arrays())
-    unexpected = set(model_arrays) - expected
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise CheckpointError(f"{path}: malformed architecture in its metadata ({e!r})") from e
+    load_model_arrays(path, model, arrays)
+    return model
+
+
+def load_model_arrays(path, model, arrays):
+    """Set ``model``'s parameters and buffers from a file's ``arrays``: every one present, of its exact
+    shape, finite, and nothing else under the model's prefixes."""
+    model_arrays = {k: v for k, v in arrays.items() if k.startswith(MODEL_PREFIXES)}
+    unexpected = set(model_arrays) - set(model.state_arrays())
     if unexpected:
         raise CheckpointError(f"{path}: arrays {sorted(unexpected)} do not belong to its architecture")
+    not_finite = sorted(k for k, v in model_arrays.items() if v.dtype.kind == "f" and not np.isfinite(v).all())
+    if not_finite:
+        raise CheckpointError(f"{path}: arrays {not_finite} hold NaN or infinite values")
     try:
         model.load_state_arrays(model_arrays)
     except CheckpointError as e:
         raise CheckpointError(f"{path}: {e}") from e
-    return model
 
 
 def load_model(path):
-    """(model, metadata) from a file written by ``save_model``."""
-    metadata, arrays = load_arrays(path)
+    """(model, metadata) from a model file, or the model in a training checkpoint."""
+    metadata, arrays = load_arrays(path, (FORMAT, CHECKPOINT_FORMAT))
     return model_from_metadata(path, metadata, arrays), metadata

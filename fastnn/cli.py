@@ -4,13 +4,15 @@ Errors fastnn knows about print one line and exit 1; bad arguments print usage a
 """
 import argparse
 import json
+import os
 import platform
 import sys
+from pathlib import Path
 
 import numpy as np
 
 from . import __version__, backends, config
-from .errors import FastnnError
+from .errors import ConfigError, FastnnError
 from .models import MODELS
 from .optim import OPTIMIZERS
 
@@ -65,7 +67,14 @@ def add_data_args(p):
                    "then the user cache; downloaded there if absent)")
 
 
-def parser():
+# What a run is made of: a checkpoint keeps these, and `train --resume` takes them from it.
+RUN_SETTINGS = ("model", "dataset", "optimizer", "lr", "weight_decay", "batch_size", "seed", "limit",
+                "validation", "patience", "epochs")
+UNSET = object()
+
+
+def parser(run_defaults=True):
+    """The argument parser; ``run_defaults=False`` leaves RUN_SETTINGS that are not given as UNSET."""
     top = argparse.ArgumentParser(prog="fastnn", description="Train readable MNIST CNNs on compiled kernels.")
     top.add_argument("--version", action="version", version=f"fastnn {__version__}")
     sub = top.add_subparsers(dest="command", required=True, metavar="{train,evaluate,info,bench}")
@@ -90,6 +99,14 @@ def parser():
     p.add_argument("--metrics", metavar="PATH", help="write per-epoch metrics here (JSON)")
     p.add_argument("--plot", metavar="PATH", help="write loss/accuracy curves here (PNG; needs fastnn[plot])")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--checkpoint", metavar="PATH", help="after every epoch (and every --checkpoint-every N "
+                   "steps) write everything needed to resume exactly here (.npz, written atomically)")
+    p.add_argument("--checkpoint-every", type=positive_int, metavar="N",
+                   help="also write the checkpoint every N training steps")
+    p.add_argument("--resume", metavar="PATH", help="continue the run saved in this checkpoint with its settings "
+                   "(--epochs may extend it); it goes on checkpointing there unless --checkpoint names another file")
+    if not run_defaults:
+        p.set_defaults(**{name: UNSET for name in RUN_SETTINGS})
 
     p = sub.add_parser("evaluate", help="test accuracy of a saved model")
     p.add_argument("model_file", metavar="MODEL.npz")
@@ -119,6 +136,41 @@ def write_json(path, data):
     atomic_write(path, lambda f: f.write(json.dumps(data, indent=2).encode()))
 
 
+def check_output_paths(**paths):
+    """Fail before training, not after it, on output files that cannot be written."""
+    named = {flag: Path(path).resolve() for flag, path in paths.items() if path}
+    for flag, path in named.items():
+        flag = flag.replace("_", "-")
+        if path.is_dir():
+            raise ConfigError(f"--{flag} {path}: is a directory; give a file name")
+        parent = path.parent
+        while not parent.exists():  # atomic_write creates the missing directories
+            parent = parent.parent
+        if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+            raise ConfigError(f"--{flag} {path}: cannot write into {parent}")
+    if len(set(named.values())) < len(named):
+        raise ConfigError(f"{', '.join('--' + f.replace('_', '-') for f in named)} must name different files")
+
+
+def take_saved_settings(args, saved):
+    """A resumed run keeps the settings its checkpoint was started with; a flag that says otherwise
+    is an error (except --epochs, which may extend the run)."""
+    given = getattr(args, "given", set())
+    for name in RUN_SETTINGS:
+        if name not in saved:
+            continue
+        flag = "--" + name.replace("_", "-")
+        if name in given and name != "epochs" and getattr(args, name) != saved[name]:
+            raise ConfigError(f"{flag} {getattr(args, name)} differs from the {saved[name]!r} that the run in "
+                              f"{args.resume} was started with: a resumed run keeps its settings (drop {flag})")
+        if name not in given:
+            setattr(args, name, saved[name])
+    for name in ("epochs", "limit", "validation", "patience"):
+        value = getattr(args, name)
+        if not (value is None and name != "epochs") and not (type(value) is int and value >= 1):
+            raise ConfigError(f"{args.resume}: its setting {name} = {value!r} is not a whole number >= 1")
+
+
 def cmd_train(args):
     from . import models, optim
     from .data import load_mnist
@@ -126,9 +178,19 @@ def cmd_train(args):
     if args.plot:
         from .plot import require_matplotlib
         require_matplotlib()  # fail now, not after training
+    checkpoint_path = args.checkpoint or args.resume
+    if args.checkpoint_every and not checkpoint_path:
+        raise ConfigError("--checkpoint-every needs a file to write to: add --checkpoint PATH")
+    check_output_paths(save=args.save, metrics=args.metrics, plot=args.plot, checkpoint=checkpoint_path)
+    K, n_threads = select_backend(args)
+    trainer = None
+    if args.resume:  # read it before the data: a bad checkpoint fails at once
+        trainer = Trainer.from_checkpoint(args.resume, progress=not args.no_progress,
+                                          checkpoint_path=checkpoint_path, checkpoint_every=args.checkpoint_every)
+        take_saved_settings(args, trainer.settings)
+        trainer.settings["epochs"] = args.epochs  # an extended run is resumed to its new end
     if args.patience and not args.validation:
         raise FastnnError("--patience needs a validation set: add --validation N (e.g. --validation 5000)")
-    K, n_threads = select_backend(args)
     x_train, y_train, x_test, y_test = load_mnist(args.dataset, args.data, progress=not args.no_progress)
     if args.limit:
         x_train, y_train = x_train[:args.limit], y_train[:args.limit]
@@ -138,15 +200,26 @@ def cmd_train(args):
             raise FastnnError(f"--validation {args.validation} leaves no training images (there are {len(x_train)})")
         validation = (x_train[-args.validation:], y_train[-args.validation:])
         x_train, y_train = x_train[:-args.validation], y_train[:-args.validation]
-    model = models.build(args.model, seed=args.seed)
-    optimizer = optim.make(args.optimizer, lr=args.lr, weight_decay=args.weight_decay)
-    trainer = Trainer(model, optimizer, batch_size=args.batch_size, seed=args.seed, progress=not args.no_progress)
+    if trainer is None:
+        model = models.build(args.model, seed=args.seed)
+        optimizer = optim.make(args.optimizer, lr=args.lr, weight_decay=args.weight_decay)
+        settings = {name: getattr(args, name) for name in RUN_SETTINGS}
+        settings.update(backend=K.NAME, threads=n_threads)  # for the record: exact resumes need the same
+        trainer = Trainer(model, optimizer, batch_size=args.batch_size, seed=args.seed, progress=not args.no_progress,
+                          checkpoint_path=checkpoint_path, checkpoint_every=args.checkpoint_every, settings=settings)
+    model, optimizer = trainer.model, trainer.optimizer
     print(f"fastnn {args.model} on {args.dataset}: {len(x_train):,} training images, backend {K.NAME}, "
           f"{n_threads} threads, {args.optimizer} lr {optimizer.lr:g}, batch {args.batch_size}")
+    if args.resume:
+        print(f"resuming {args.resume}: {trainer.epoch} epochs and {trainer.step} steps of the next done")
+        was = (trainer.settings.get("backend"), trainer.settings.get("threads"))
+        if was != (K.NAME, n_threads):
+            print(f"note: the run began on backend {was[0]} with {was[1]} threads; on {K.NAME} with {n_threads} "
+                  f"the result matches an uninterrupted run to rounding, not bit for bit")
     print(f"compiling / warming up ... {trainer.warmup():.2f} s")
     metrics = {"model": args.model, "backend": K.NAME, "threads": n_threads, "batch_size": args.batch_size,
                "optimizer": args.optimizer, "lr": optimizer.lr, "compile_seconds": trainer.compile_seconds,
-               "epochs": []}
+               "epochs": list(trainer.history)}
 
     def report(trainer, m):
         line = (f"epoch {m['epoch']}/{args.epochs}  train loss {m['train_loss']:.4f}  "
@@ -159,9 +232,14 @@ def cmd_train(args):
         if args.metrics:
             write_json(args.metrics, metrics)
 
-    history = trainer.fit(x_train, y_train, epochs=args.epochs, test=(x_test, y_test), validation=validation,
-                          patience=args.patience, on_epoch_end=report)
-    if history[-1].get("early_stop"):
+    history = trainer.history
+    remaining = 0 if history and history[-1].get("early_stop") else args.epochs - trainer.epoch
+    if remaining > 0:
+        history = trainer.fit(x_train, y_train, epochs=remaining, test=(x_test, y_test), validation=validation,
+                              patience=args.patience, on_epoch_end=report)
+    else:
+        print(f"nothing left to train: the run in {args.resume} finished its {trainer.epoch} epochs")
+    if history and history[-1].get("early_stop"):
         print(f"early stop: no better validation loss for {args.patience} epochs; kept the best epoch's parameters")
     if args.save:
         model.save(args.save, metadata={"dataset": args.dataset, "metrics": metrics})
@@ -215,13 +293,23 @@ COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "info": cmd_info, "ben
 
 def main(argv=None):
     args = parser().parse_args(argv)
+    if args.command == "train":  # which run settings the command line names (a resumed run keeps the rest)
+        probe = parser(run_defaults=False).parse_args(argv)
+        args.given = {name for name in RUN_SETTINGS if getattr(probe, name) is not UNSET}
     try:
         return COMMANDS[args.command](args)
     except FastnnError as e:
         print(f"fastnn {args.command}: error: {e}", file=sys.stderr)
         return 1
+    except OSError as e:  # a full disk, a file that vanished, no permission
+        print(f"fastnn {args.command}: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
+        checkpoint = getattr(args, "checkpoint", None) or getattr(args, "resume", None)
+        if checkpoint and Path(checkpoint).is_file():
+            print(f"the last checkpoint is {checkpoint}: continue with  fastnn train --resume {checkpoint}",
+                  file=sys.stderr)
         return 130
 
 

@@ -4,6 +4,7 @@ FASTNN_BACKEND       numpy | numba | cython | cuda   (default: DEFAULT_BACKEND)
 FASTNN_DATA          a directory that holds the MNIST IDX files
 FASTNN_NUM_THREADS   threads for Numba, OpenMP and BLAS together (default: all cores)
 XDG_CACHE_HOME       the user cache directory root (downloads go to <it>/fastnn)
+FASTNN_TEST_KILL     tests only: step:N | write:N, see test_kill_point()
 """
 import os
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 from .errors import ConfigError
 
 BACKENDS = ("numpy", "numba", "cython", "cuda")
-DEFAULT_BACKEND = "numpy"
+DEFAULT_BACKEND = "numba"
 
 
 def check_backend_name(name: str) -> str:
@@ -46,3 +47,16 @@ def num_threads() -> int:
     if not value.isdigit() or int(value) < 1:
         raise ConfigError(f"FASTNN_NUM_THREADS={value!r}: give a whole number of threads, 1 or more")
     return int(value)
+
+
+def test_kill_point() -> tuple[str, int] | None:
+    """FASTNN_TEST_KILL=step:N or write:N, for the crash tests only: the process kills itself
+    (SIGKILL, no clean-up) right after training step N, or halfway through its Nth atomic
+    file write, so tests can prove that checkpoints survive a crash at a known point."""
+    value = os.environ.get("FASTNN_TEST_KILL", "").strip()
+    if not value:
+        return None
+    kind, _, n = value.partition(":")
+    if kind not in ("step", "write") or not n.isdigit() or int(n) < 1:
+        raise ConfigError(f"FASTNN_TEST_KILL={value!r}: expected step:N or write:N with N >= 1")
+    return kind, int(n)

@@ -20,6 +20,16 @@ def _positive_int(layer, name, value):
     return int(value)
 
 
+def _number_in(layer, name, value, low, high, high_inclusive=False):
+    """A real number in [low, high) (or [low, high]); a ConfigError naming the layer otherwise."""
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    ok = ok and low <= value and (value <= high if high_inclusive else value < high)
+    if not ok:
+        raise ConfigError(f"{layer}: {name} must be a number in [{low}, {high}{']' if high_inclusive else ')'}, "
+                          f"not {value!r}")
+    return float(value)
+
+
 class Layer:
     """Base class. ``params``/``grads``: name -> array; ``buffers``: saved state that is not trained."""
 
@@ -28,6 +38,7 @@ class Layer:
         self.grads = {}
         self.buffers = {}
         self.name = type(self).__name__
+        self.y_shape = None  # the shape of the last forward output: backward checks dy against it
 
     def forward(self, x, train=True):
         raise NotImplementedError
@@ -47,11 +58,30 @@ class Layer:
         return f"{type(self).__name__}({args})"
 
     def _expect(self, x, ndim, what, dims=None):
-        """Check x's rank, a non-empty batch and ``dims`` {axis: size}; the error names this layer."""
+        """Check x's rank (any if ``ndim`` is None), a non-empty batch, ``dims`` {axis: size} and its
+        dtype (floating point; a layer with parameters needs theirs); the error names this layer.
+        Layers check before any kernel runs, so a kernel never sees an array it was not written for."""
+        if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+            raise ShapeError(f"{self.name}: expected an array of shape {what}, got {type(x).__name__}")
         shape = tuple(x.shape)
-        ok = len(shape) == ndim and all(shape[i] == size for i, size in (dims or {}).items())
+        ok = (len(shape) == ndim if ndim is not None else len(shape) >= 1)
+        ok = ok and all(shape[i] == size for i, size in (dims or {}).items())
         if not ok or shape[0] == 0:
             raise ShapeError(f"{self.name}: expected input of shape {what}, got {shape}")
+        dtype = next(iter(self.params.values())).dtype if self.params else None
+        if np.dtype(x.dtype).kind != "f" or (dtype is not None and x.dtype != dtype):
+            want = np.dtype(dtype or np.float32).name
+            raise ShapeError(f"{self.name}: expected {dtype or 'floating-point'} input, got {x.dtype}; "
+                             f"convert with x.astype(np.{want})")
+
+    def _expect_grad(self, dy):
+        """dy must have the shape of this layer's last forward output."""
+        if self.y_shape is None:
+            raise ShapeError(f"{self.name}: backward() before forward(): there is nothing to differentiate")
+        if not hasattr(dy, "shape") or tuple(dy.shape) != self.y_shape:
+            got = tuple(dy.shape) if hasattr(dy, "shape") else type(dy).__name__
+            raise ShapeError(f"{self.name}: expected a gradient of shape {self.y_shape} (the forward output's), "
+                             f"got {got}")
 
 
 class Dense(Layer):
@@ -78,9 +108,11 @@ class Dense(Layer):
     def forward(self, x, train=True):
         self._expect(x, 2, f"(N, {self.in_features})", {1: self.in_features})
         self.x = x
+        self.y_shape = (x.shape[0], self.out_features)
         return backends.get().dense_forward(x, self.params["W"], self.params["b"])
 
     def backward(self, dy):
+        self._expect_grad(dy)
         dx, self.grads["W"], self.grads["b"] = backends.get().dense_backward(dy, self.x, self.params["W"])
         return dx
 
@@ -123,11 +155,12 @@ class Conv2D(Layer):
 
     def forward(self, x, train=True):
         self._expect(x, 4, f"(N, {self.in_channels}, H, W)", {1: self.in_channels})
-        self.output_shape(tuple(x.shape[1:]))
+        self.y_shape = (x.shape[0],) + self.output_shape(tuple(x.shape[1:]))
         y, self.cache = backends.get().conv2d_forward(x, self.params["W"], self.params["b"], self.stride, self.pad)
         return y
 
     def backward(self, dy):
+        self._expect_grad(dy)
         dx, self.grads["W"], self.grads["b"] = backends.get().conv2d_backward(dy, self.cache, need_dx=self.need_dx)
         return dx
 
@@ -159,11 +192,12 @@ class _Pool2D(Layer):
 
     def forward(self, x, train=True):
         self._expect(x, 4, "(N, C, H, W)")
-        self.output_shape(tuple(x.shape[1:]))
+        self.y_shape = (x.shape[0],) + self.output_shape(tuple(x.shape[1:]))
         y, self.cache = getattr(backends.get(), f"{self.kind}_forward")(x, self.size, self.stride, self.pad)
         return y
 
     def backward(self, dy):
+        self._expect_grad(dy)
         return getattr(backends.get(), f"{self.kind}_backward")(dy, self.cache)
 
 
@@ -181,10 +215,13 @@ class _Activation(Layer):
     kind = ""
 
     def forward(self, x, train=True):
+        self._expect(x, None, "(N, ...)")
         self.y = getattr(backends.get(), f"{self.kind}_forward")(x)
+        self.y_shape = tuple(x.shape)
         return self.y
 
     def backward(self, dy):
+        self._expect_grad(dy)
         return getattr(backends.get(), f"{self.kind}_backward")(dy, self.y)
 
 
@@ -212,9 +249,7 @@ class Dropout(Layer):
 
     def __init__(self, p=0.5, rng=None):
         super().__init__()
-        if not 0.0 <= float(p) < 1.0:
-            raise ConfigError(f"Dropout: p must be in [0, 1), not {p!r}")
-        self.p = float(p)
+        self.p = _number_in("Dropout", "p", p, 0.0, 1.0)
         self.rng = np.random.default_rng() if rng is None else rng
         self.fixed_mask = None
         self.mask = None
@@ -223,6 +258,8 @@ class Dropout(Layer):
         return dict(p=self.p)
 
     def forward(self, x, train=True):
+        self._expect(x, None, "(N, ...)")
+        self.y_shape = tuple(x.shape)
         if not train or self.p == 0.0:
             self.mask = None
             return x
@@ -231,6 +268,7 @@ class Dropout(Layer):
         return K.dropout_forward(x, self.mask)
 
     def backward(self, dy):
+        self._expect_grad(dy)
         return dy if self.mask is None else backends.get().dropout_backward(dy, self.mask)
 
 
@@ -244,9 +282,10 @@ class BatchNorm(Layer):
     def __init__(self, num_features, momentum=0.9, eps=1e-5):
         super().__init__()
         self.num_features = _positive_int("BatchNorm", "num_features", num_features)
-        if not 0.0 <= momentum < 1.0:
-            raise ConfigError(f"BatchNorm: momentum must be in [0, 1), not {momentum!r}")
-        self.momentum, self.eps = float(momentum), float(eps)
+        self.momentum = _number_in("BatchNorm", "momentum", momentum, 0.0, 1.0)
+        self.eps = _number_in("BatchNorm", "eps", eps, 0.0, 1.0)
+        if self.eps == 0.0:
+            raise ConfigError("BatchNorm: eps must be positive: it keeps the division by the batch deviation finite")
         self.params["gamma"] = np.ones(self.num_features, np.float32)
         self.params["beta"] = np.zeros(self.num_features, np.float32)
         self.buffers["running_mean"] = np.zeros(self.num_features, np.float32)
@@ -262,10 +301,9 @@ class BatchNorm(Layer):
         return tuple(input_shape)
 
     def forward(self, x, train=True):
-        if x.ndim not in (2, 4) or x.shape[0] == 0:
-            raise ShapeError(f"{self.name}: expected input of shape (N, {self.num_features}) or "
-                             f"(N, {self.num_features}, H, W), got {tuple(x.shape)}")
-        self.output_shape(tuple(x.shape[1:]))
+        self._expect(x, x.ndim if getattr(x, "ndim", 0) in (2, 4) else 2,
+                     f"(N, {self.num_features}) or (N, {self.num_features}, H, W)", {1: self.num_features})
+        self.y_shape = tuple(x.shape)
         K = backends.get()
         gamma, beta = self.params["gamma"], self.params["beta"]
         if not train:
@@ -277,6 +315,7 @@ class BatchNorm(Layer):
         return y
 
     def backward(self, dy):
+        self._expect_grad(dy)
         dx, self.grads["gamma"], self.grads["beta"] = backends.get().batchnorm_backward(dy, self.cache)
         return dx
 
@@ -288,10 +327,13 @@ class Flatten(Layer):
         return (int(np.prod(input_shape)),)
 
     def forward(self, x, train=True):
+        self._expect(x, None, "(N, ...)")
         self.input_shape = x.shape
-        return x.reshape(x.shape[0], -1)
+        self.y_shape = (x.shape[0], int(np.prod(x.shape[1:])))
+        return x.reshape(self.y_shape)
 
     def backward(self, dy):
+        self._expect_grad(dy)
         return dy.reshape(self.input_shape)
 
 

@@ -7,6 +7,35 @@ from .layers import LAYER_TYPES, Dropout, Layer
 from .losses import SoftmaxCrossEntropy
 
 
+def check_labels(y, n_images, n_classes, what="labels"):
+    """Labels must be whole numbers in [0, n_classes), one per image."""
+    y = np.asarray(y)
+    if y.shape != (n_images,):
+        raise ShapeError(f"{what}: expected shape ({n_images},), one per image, got {y.shape}")
+    if y.dtype.kind not in "iu":
+        raise ShapeError(f"{what}: expected integer class indices, got dtype {y.dtype}")
+    if n_images and (y.min() < 0 or y.max() >= n_classes):
+        raise ShapeError(f"{what}: class indices must lie in [0, {n_classes}), found {y.min()}..{y.max()}")
+    return y.astype(np.int64, copy=False)
+
+
+def check_images(x, model, what="images"):
+    """Host images for ``model``: shape (N, *model.input_shape) with N >= 1, and the model's dtype."""
+    x = np.asarray(x)
+    if x.ndim < 1 or tuple(x.shape[1:]) != model.input_shape or len(x) == 0:
+        raise ShapeError(f"{what}: {model.name} expects (N, {', '.join(map(str, model.input_shape))}) "
+                         f"with N >= 1, got {x.shape}")
+    if x.dtype != model.dtype:
+        raise ShapeError(f"{what}: expected {model.dtype} images, got {x.dtype}; convert with .astype(np.float32)")
+    return x
+
+
+def check_batch_size(batch_size, what="batch_size"):
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ConfigError(f"{what} must be a positive whole number, not {batch_size!r}")
+    return int(batch_size)
+
+
 class Sequential:
     """A stack of layers.
 
@@ -20,6 +49,9 @@ class Sequential:
         if not self.layers or not all(isinstance(layer, Layer) for layer in self.layers):
             raise ConfigError("Sequential needs a non-empty list of fastnn layers")
         self.input_shape = tuple(int(d) for d in input_shape)
+        if not self.input_shape or min(self.input_shape) < 1:
+            raise ConfigError(f"Sequential: input_shape must be one example's shape, positive sizes like "
+                              f"(1, 28, 28), not {tuple(input_shape)}")
         self.name = name
         shape = self.input_shape
         for layer in self.layers:
@@ -31,6 +63,8 @@ class Sequential:
 
     # ------------------------------------------------------------------ the two passes
     def forward(self, x, train=True):
+        if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+            raise ShapeError(f"{self.name}: expected an array of images, got {type(x).__name__}")
         if tuple(x.shape[1:]) != self.input_shape or x.shape[0] == 0:
             raise ShapeError(f"{self.name}: expected input of shape (N, {', '.join(map(str, self.input_shape))}) "
                              f"with N >= 1, got {tuple(x.shape)}")
@@ -73,7 +107,8 @@ class Sequential:
         return {key: K.to_host(table[name]).copy() for key, table, name in self._arrays()}
 
     def load_state_arrays(self, arrays: dict):
-        """Set every parameter and buffer from host arrays (shapes must match exactly)."""
+        """Set every parameter and buffer from host arrays (shapes must match exactly).
+        All are checked before any is set, so refused arrays leave the model as it was."""
         K = backends.get()
         for key, table, name in self._arrays():
             if key not in arrays:
@@ -82,7 +117,8 @@ class Sequential:
             if tuple(value.shape) != tuple(table[name].shape):
                 raise CheckpointError(f"{self.name}: array {key!r} has shape {tuple(value.shape)}, "
                                       f"the model needs {tuple(table[name].shape)}")
-            table[name] = K.to_device(np.ascontiguousarray(value, dtype=table[name].dtype))
+        for key, table, name in self._arrays():
+            table[name] = K.to_device(np.ascontiguousarray(arrays[key], dtype=table[name].dtype))
 
     def to_backend(self):
         """Move parameters and buffers into the active backend's memory (a no-op on the CPU)."""
@@ -107,6 +143,7 @@ class Sequential:
 
     # ------------------------------------------------------------------ inference
     def batches(self, x, batch_size):
+        batch_size = check_batch_size(batch_size)
         for start in range(0, len(x), batch_size):
             yield start, x[start:start + batch_size]
 
@@ -114,16 +151,18 @@ class Sequential:
         """Class labels (int64, host) for host images x (N, ...)."""
         K = backends.get()
         out = [K.to_host(self.forward(K.to_device(xb), train=False)).argmax(axis=1)
-               for _, xb in self.batches(np.asarray(x), batch_size)]
+               for _, xb in self.batches(check_images(x, self), batch_size)]
         return np.concatenate(out)
 
     def evaluate(self, x, y, batch_size=1000):
         """(mean cross-entropy, accuracy as a fraction) on host images x and labels y."""
         K = backends.get()
+        x = check_images(x, self)
+        y = check_labels(y, len(x), self.output_shape[0])
         loss_layer = SoftmaxCrossEntropy()
         total_loss, correct = 0.0, 0
-        for start, xb in self.batches(np.asarray(x), batch_size):
-            yb = K.to_device(np.asarray(y[start:start + batch_size], dtype=np.int64))
+        for start, xb in self.batches(x, batch_size):
+            yb = K.to_device(y[start:start + batch_size])
             logits = self.forward(K.to_device(xb), train=False)
             total_loss += loss_layer.forward(logits, yb) * len(xb)
             correct += K.count_correct(logits, yb)
@@ -136,8 +175,12 @@ class Sequential:
 
     @classmethod
     def from_config(cls, config: dict):
+        if not isinstance(config, dict) or not isinstance(config.get("layers"), list):
+            raise ConfigError(f"a model config is a dict with a list of layers, not {config!r:.200}")
         layers = []
         for spec in config["layers"]:
+            if not isinstance(spec, dict) or not isinstance(spec.get("config", {}), dict):
+                raise ConfigError(f"a layer config is a dict {{'type': ..., 'config': {{...}}}}, not {spec!r:.200}")
             if spec.get("type") not in LAYER_TYPES:
                 raise ConfigError(f"unknown layer type {spec.get('type')!r}: known are {', '.join(LAYER_TYPES)}")
             layers.append(LAYER_TYPES[spec["type"]](**spec.get("config", {})))

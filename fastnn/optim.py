@@ -9,6 +9,25 @@ from . import backends
 from .errors import CheckpointError, ConfigError
 
 
+def _real(value):
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) \
+        and bool(np.isfinite(value))
+
+
+def _fraction(owner, name, value, high_inclusive=False):
+    """A hyperparameter in [0, 1) (or [0, 1]): momentum, betas, decay rates."""
+    if not (_real(value) and 0 <= value and (value <= 1 if high_inclusive else value < 1)):
+        raise ConfigError(f"{owner}: {name} must be a number in [0, 1{']' if high_inclusive else ')'}, "
+                          f"not {value!r}")
+    return float(value)
+
+
+def _positive(owner, name, value):
+    if not (_real(value) and value > 0):
+        raise ConfigError(f"{owner}: {name} must be a positive number, not {value!r}")
+    return float(value)
+
+
 class Optimizer:
     kernel = ""        # the backend kernel that updates one parameter
     n_state = 0        # state arrays per parameter
@@ -16,9 +35,9 @@ class Optimizer:
 
     def __init__(self, lr=None, weight_decay=0.0):
         lr = self.default_lr if lr is None else lr
-        if not (isinstance(lr, (int, float)) and np.isfinite(lr) and lr > 0):
+        if not (_real(lr) and lr > 0):
             raise ConfigError(f"{type(self).__name__}: the learning rate must be a positive number, not {lr!r}")
-        if not (isinstance(weight_decay, (int, float)) and np.isfinite(weight_decay) and weight_decay >= 0):
+        if not (_real(weight_decay) and weight_decay >= 0):
             raise ConfigError(f"{type(self).__name__}: weight_decay must be >= 0, not {weight_decay!r}")
         self.lr, self.weight_decay = float(lr), float(weight_decay)
         self.steps = 0
@@ -47,19 +66,28 @@ class Optimizer:
         return {"steps": self.steps, "arrays": arrays}
 
     def load_state_dict(self, state, model):
+        """Set the state from ``state_dict()``'s layout; every array must belong to one of ``model``'s parameters."""
         K = backends.get()
-        self.steps = int(state["steps"])
+        steps = state["steps"]
+        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
+            raise CheckpointError(f"optimizer step count must be a whole number >= 0, not {steps!r}")
         arrays = state["arrays"]
-        self.state = {}
+        known = {f"{key}/{i}" for key, _, _ in model.param_items() for i in range(self.n_state)}
+        unexpected = sorted(set(arrays) - known)
+        if unexpected:
+            raise CheckpointError(f"optimizer state {unexpected} belongs to no parameter of this "
+                                  f"{type(self).__name__} and model")
+        state = {}  # built aside: refused state leaves the optimizer as it was
         for key, param, _ in model.param_items():
             names = [f"{key}/{i}" for i in range(self.n_state)]
             if not all(n in arrays for n in names):
-                if self.steps and self.n_state:
+                if steps and self.n_state:
                     raise CheckpointError(f"optimizer state for parameter {key} is missing from the checkpoint")
                 continue
             if any(arrays[n].shape != tuple(param.shape) for n in names):
                 raise CheckpointError(f"optimizer state for parameter {key} has the wrong shape")
-            self.state[key] = [K.to_device(np.ascontiguousarray(arrays[n], dtype=param.dtype)) for n in names]
+            state[key] = [K.to_device(np.ascontiguousarray(arrays[n], dtype=param.dtype)) for n in names]
+        self.steps, self.state = int(steps), state
 
     def config(self) -> dict:
         return dict(name=NAME_OF[type(self)], lr=self.lr, weight_decay=self.weight_decay, **self.hyper())
@@ -74,7 +102,7 @@ class Momentum(Optimizer):
 
     def __init__(self, lr=None, weight_decay=0.0, momentum=0.9):
         super().__init__(lr, weight_decay)
-        self.momentum = float(momentum)
+        self.momentum = _fraction(type(self).__name__, "momentum", momentum)
 
     def hyper(self):
         return dict(momentum=self.momentum)
@@ -89,7 +117,7 @@ class AdaGrad(Optimizer):
 
     def __init__(self, lr=None, weight_decay=0.0, eps=1e-10):
         super().__init__(lr, weight_decay)
-        self.eps = float(eps)
+        self.eps = _positive("AdaGrad", "eps", eps)
 
     def hyper(self):
         return dict(eps=self.eps)
@@ -100,7 +128,7 @@ class RMSprop(Optimizer):
 
     def __init__(self, lr=None, weight_decay=0.0, alpha=0.99, eps=1e-8):
         super().__init__(lr, weight_decay)
-        self.alpha, self.eps = float(alpha), float(eps)
+        self.alpha, self.eps = _fraction("RMSprop", "alpha", alpha), _positive("RMSprop", "eps", eps)
 
     def hyper(self):
         return dict(alpha=self.alpha, eps=self.eps)
@@ -111,7 +139,7 @@ class Adadelta(Optimizer):
 
     def __init__(self, lr=None, weight_decay=0.0, rho=0.9, eps=1e-6):
         super().__init__(lr, weight_decay)
-        self.rho, self.eps = float(rho), float(eps)
+        self.rho, self.eps = _fraction("Adadelta", "rho", rho, high_inclusive=True), _positive("Adadelta", "eps", eps)
 
     def hyper(self):
         return dict(rho=self.rho, eps=self.eps)
@@ -122,7 +150,8 @@ class Adam(Optimizer):
 
     def __init__(self, lr=None, weight_decay=0.0, beta1=0.9, beta2=0.999, eps=1e-8):
         super().__init__(lr, weight_decay)
-        self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
+        self.beta1, self.beta2 = _fraction("Adam", "beta1", beta1), _fraction("Adam", "beta2", beta2)
+        self.eps = _positive("Adam", "eps", eps)
 
     def hyper(self):
         # the bias correction needs the step number (counted from 1)
@@ -143,4 +172,7 @@ def make(name, lr=None, weight_decay=0.0, **hyper):
     """An optimizer by name; ``lr=None`` takes the optimizer's usual default."""
     if name not in OPTIMIZERS:
         raise ConfigError(f"unknown optimizer {name!r}: choose one of {', '.join(OPTIMIZERS)}")
-    return OPTIMIZERS[name](lr=lr, weight_decay=weight_decay, **hyper)
+    try:
+        return OPTIMIZERS[name](lr=lr, weight_decay=weight_decay, **hyper)
+    except TypeError as e:  # a keyword this optimizer does not have
+        raise ConfigError(f"optimizer {name!r}: {e}") from e

@@ -4,7 +4,9 @@ magic = 0x00 0x00 <type code> <number of dimensions>; this module reads and writ
 unsigned-byte type (0x08), the one MNIST uses. Files may be gzip-compressed.
 """
 import gzip
+import math
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +22,7 @@ def decompress(raw: bytes, name="data") -> bytes:
         return raw
     try:
         return gzip.decompress(raw)
-    except (OSError, EOFError) as e:
+    except (OSError, EOFError, zlib.error) as e:  # zlib.error: damaged compressed data
         raise DataError(f"{name}: the gzip stream is truncated or corrupt ({e}); delete it and download it again") from e
 
 
@@ -36,7 +38,9 @@ def parse_idx(content: bytes, name="data") -> np.ndarray:
     if ndim == 0 or len(content) < header:
         raise DataError(f"{name}: truncated IDX header")
     shape = struct.unpack(f">{ndim}i", content[4:header])
-    expected = header + int(np.prod(shape))
+    if min(shape) < 0:
+        raise DataError(f"{name}: corrupt IDX header: negative dimension in {shape}")
+    expected = header + math.prod(shape)
     if len(content) != expected:
         raise DataError(f"{name}: truncated or padded: {len(content)} bytes, the header {shape} "
                         f"says {expected}; delete it and download it again")
@@ -46,7 +50,11 @@ def parse_idx(content: bytes, name="data") -> np.ndarray:
 def read_idx(path) -> np.ndarray:
     """Read an IDX file (gzipped or not) into a uint8 array of the shape its header gives."""
     path = Path(path)
-    return parse_idx(decompress(path.read_bytes(), path.name), path.name)
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read it ({e.strerror or e})") from e
+    return parse_idx(decompress(raw, path.name), path.name)
 
 
 def write_idx(path, array, compress=None):

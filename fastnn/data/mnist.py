@@ -7,6 +7,7 @@ If none holds the files, they are downloaded into the cache from the known mirro
 turn, each verified by the MD5 of its decompressed content before use.
 """
 import hashlib
+import http.client
 import os
 import tempfile
 import urllib.error
@@ -74,19 +75,25 @@ def find(dataset="mnist", data_dir=None) -> dict | None:
     return None
 
 
-def verified_content(path: Path, expected_md5: str) -> bytes:
-    """The decompressed bytes of ``path``, after checking their MD5."""
-    content = decompress(path.read_bytes(), str(path))
+def verified_content(path: Path, expected_md5: str, name=None) -> bytes:
+    """The decompressed bytes of ``path``, after checking their MD5; ``name`` for messages (default: the path)."""
+    name = name or str(path)
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as e:
+        raise DataError(f"{name}: cannot read it ({e.strerror or e})") from e
+    content = decompress(raw, name)
     digest = hashlib.md5(content).hexdigest()
     if digest != expected_md5:
-        raise DataError(f"{path}: checksum mismatch (md5 {digest}, expected {expected_md5}): the file is "
+        raise DataError(f"{name}: checksum mismatch (md5 {digest}, expected {expected_md5}): the file is "
                         f"corrupt, truncated or from another data set; delete it so fastnn downloads "
                         f"a fresh copy, or replace it with a good one")
     return content
 
 
-def _fetch(url, target: Path, progress: bool):
-    """Stream ``url`` into ``target`` (written under a temporary name, renamed when complete)."""
+def _fetch(url, target: Path, expected_md5: str, progress: bool):
+    """Stream ``url`` into ``target``: written under a temporary name, renamed only once complete
+    and its checksum is right, so a bad download never replaces or leaves a file."""
     with urllib.request.urlopen(url, timeout=30) as response:
         total = int(response.headers.get("Content-Length") or 0) or None
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
@@ -96,6 +103,7 @@ def _fetch(url, target: Path, progress: bool):
                 while chunk := response.read(1 << 16):
                     out.write(chunk)
                     bar.update(len(chunk))
+            verified_content(Path(tmp), expected_md5, name=url)
             os.replace(tmp, target)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -118,12 +126,11 @@ def download(dataset="mnist", target_dir=None, mirrors=None, progress=True) -> d
         for mirror in mirrors:
             url = mirror.rstrip("/") + f"/{name}.gz"
             try:
-                _fetch(url, target, progress)
-                verified_content(target, spec["md5"][name])
+                _fetch(url, target, spec["md5"][name], progress)
                 paths[name] = target
                 break
-            except (urllib.error.URLError, OSError, DataError) as e:
-                target.unlink(missing_ok=True)
+            # HTTPException: the connection broke mid-file; ValueError: a malformed URL
+            except (urllib.error.URLError, OSError, http.client.HTTPException, DataError, ValueError) as e:
                 failures.append(f"{url}: {getattr(e, 'reason', e)}")
         else:
             raise DataError(f"could not download {name}.gz from any mirror:\n  " + "\n  ".join(failures))
