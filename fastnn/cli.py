@@ -61,8 +61,9 @@ def add_backend_args(p):
                    "(default: $FASTNN_NUM_THREADS, else all cores)")
 
 
-def add_data_args(p):
-    p.add_argument("--dataset", choices=("mnist", "fashion-mnist"), default="mnist")
+def add_data_args(p, default_dataset="mnist"):
+    p.add_argument("--dataset", choices=("mnist", "fashion-mnist"), default=default_dataset,
+                   help=f"default: {default_dataset or 'the one the model was trained on'}")
     p.add_argument("--data", metavar="DIR", help="directory holding the IDX files (default: $FASTNN_DATA, "
                    "then the user cache; downloaded there if absent)")
 
@@ -111,7 +112,7 @@ def parser(run_defaults=True):
     p = sub.add_parser("evaluate", help="test accuracy of a saved model")
     p.add_argument("model_file", metavar="MODEL.npz")
     add_backend_args(p)
-    add_data_args(p)
+    add_data_args(p, default_dataset=None)
 
     p = sub.add_parser("info", help="backends, threads and versions")
 
@@ -182,6 +183,13 @@ def cmd_train(args):
     if args.checkpoint_every and not checkpoint_path:
         raise ConfigError("--checkpoint-every needs a file to write to: add --checkpoint PATH")
     check_output_paths(save=args.save, metrics=args.metrics, plot=args.plot, checkpoint=checkpoint_path)
+    if args.resume:  # an exact resume needs the backend and threads the run began with
+        from .checkpoint import CHECKPOINT_FORMAT, load_arrays
+        saved = load_arrays(args.resume, CHECKPOINT_FORMAT)[0].get("settings") or {}
+        if not args.backend and saved.get("backend") in config.BACKENDS:
+            args.backend = saved["backend"]
+        if not args.threads and type(saved.get("threads")) is int and saved["threads"] >= 1:
+            args.threads = saved["threads"]
     K, n_threads = select_backend(args)
     trainer = None
     if args.resume:  # read it before the data: a bad checkpoint fails at once

@@ -307,10 +307,6 @@ def test_strict_simulator_arrays_refuse_numpy(K, strict_device_arrays):
     assert a.reshape(6).shape == (6,) and a.dtype == np.float32 and a.size == 6
 
 
-@pytest.mark.xfail(strict=False,
-                   reason="Trainer.warmup deep-copies the model, and a device array does not deep-copy "
-                          "(the simulator's turns into a host array, which the kernels refuse; a real "
-                          "DeviceNDArray has no __deepcopy__ and holds a raw device pointer)")
 def test_trainer_fit_on_the_device(K, rng):
     from fastnn.train import Trainer
     backends.use("cuda")
