@@ -4,6 +4,7 @@ FASTNN_BACKEND       numpy | numba | cython | cuda   (default: DEFAULT_BACKEND)
 FASTNN_DATA          a directory that holds the MNIST IDX files
 FASTNN_NUM_THREADS   threads for Numba, OpenMP and BLAS together (default: all cores)
 XDG_CACHE_HOME       the user cache directory root (downloads go to <it>/fastnn)
+OPENBLAS_THREAD_TIMEOUT  set (if unset) by quiet_idle_blas_threads, for the compiled backends
 FASTNN_TEST_KILL     tests only: step:N | write:N, see test_kill_point()
 """
 import os
@@ -47,6 +48,18 @@ def num_threads() -> int:
     if not value.isdigit() or int(value) < 1:
         raise ConfigError(f"FASTNN_NUM_THREADS={value!r}: give a whole number of threads, 1 or more")
     return int(value)
+
+
+def quiet_idle_blas_threads():
+    """Make OpenBLAS's idle threads sleep at once instead of spinning; call before SciPy's BLAS loads.
+
+    After every call OpenBLAS's threads spin for 2**28 cycles (~0.1 s) before they sleep, so
+    right after a GEMM they fight Numba's or OpenMP's threads (the next parallel loop) for the
+    cores: on 2 cores that made a simple-cnn training step ~3x slower. OpenBLAS reads
+    OPENBLAS_THREAD_TIMEOUT once, when the library loads; a value the user has set wins.
+    NumPy's own BLAS, loaded before fastnn, is not affected; the compiled backends use SciPy's.
+    """
+    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 
 def test_kill_point() -> tuple[str, int] | None:

@@ -1,0 +1,23 @@
+"""Fully connected layer: y = x @ W + b. Mirrors ../numpy/dense.py via fastnn_ext/_dense.pyx."""
+import numpy as np
+
+from fastnn_ext import _dense
+
+from ._prep import floats
+
+
+def dense_forward(x, W, b):
+    # x (N, D), W (D, M), b (M,) -> y (N, M)
+    x, W, b = floats(x, W, b)
+    y = np.empty((x.shape[0], W.shape[1]), dtype=x.dtype)
+    _dense.dense_forward(y, x, W, b)
+    return y
+
+
+def dense_backward(dy, x, W):
+    # dy (N, M) -> dx (N, D), dW (D, M), db (M,)
+    dy, x, W = floats(dy, x, W)
+    dx, dW = np.empty_like(x), np.empty_like(W)
+    db = np.empty(W.shape[1], dtype=W.dtype)
+    _dense.dense_backward(dx, dW, db, dy, x, W)
+    return dx, dW, db

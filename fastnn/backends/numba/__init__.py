@@ -1,0 +1,34 @@
+"""The Numba CPU backend: every contract kernel compiled with ``@njit(cache=True)``.
+
+Parallel loops (``prange``) run on Numba's threads; matrix products call BLAS through
+``np.dot`` and never from inside a prange loop, so the two thread pools take turns instead
+of oversubscribing the cores. ``fastnn.threads.set_threads`` sets both.
+Where nothing beats the reference for a kernel, the module says so and uses it.
+"""
+from ... import config
+
+# np.dot inside njit calls SciPy's BLAS; set it up before it loads (see config.py).
+config.quiet_idle_blas_threads()
+try:
+    import scipy.linalg.cython_blas  # noqa: F401
+except ImportError as e:
+    from ...errors import BackendUnavailableError
+    raise BackendUnavailableError(
+        "backend 'numba' needs SciPy: Numba's np.dot calls BLAS through scipy.linalg.cython_blas; "
+        "install it with: pip install scipy") from e
+
+from .activation import (dropout_backward, dropout_forward, dropout_mask, relu_backward,
+                         relu_forward, sigmoid_backward, sigmoid_forward, tanh_backward,
+                         tanh_forward)
+from .arrays import gather, to_device, to_host, zeros
+from .conv import col2im, conv2d_backward, conv2d_forward, im2col
+from .dense import dense_backward, dense_forward
+from .loss import (count_correct, mse_loss, mse_loss_backward, softmax, softmax_cross_entropy,
+                   softmax_cross_entropy_backward)
+from .norm import (batchnorm_backward, batchnorm_forward, batchnorm_inference,
+                   running_average_update)
+from .optim import (adadelta_update, adagrad_update, adam_update, momentum_update,
+                    nesterov_update, rmsprop_update, sgd_update)
+from .pool import avgpool2d_backward, avgpool2d_forward, maxpool2d_backward, maxpool2d_forward
+
+NAME = "numba"

@@ -1,0 +1,111 @@
+"""Softmax + cross-entropy (fused, numerically stable), MSE, accuracy count.
+Mirrors fastnn/backends/numpy/loss.py.
+
+The arrays here are (batch, classes), about a thousand numbers: one thread, no prange.
+"""
+from cython cimport floating
+from libc.stdint cimport int64_t
+
+from fastnn_ext._common cimport fexp, flog
+
+
+cdef int _check_labels(const int64_t[::1] labels, Py_ssize_t K) except -1:
+    cdef Py_ssize_t n
+    for n in range(labels.shape[0]):
+        if labels[n] < 0 or labels[n] >= K:
+            raise IndexError(f"label {labels[n]} at row {n} is outside 0..{K - 1}")
+    return 0
+
+
+def softmax_cross_entropy(floating[:, ::1] log_p, const floating[:, ::1] logits,
+                          const int64_t[::1] labels):
+    # logits (N, K), labels (N,) -> log_p (N, K) = log softmax(logits); returns
+    # -log_p[arange(N), labels].mean()
+    cdef Py_ssize_t N = logits.shape[0], K = logits.shape[1], n, k
+    cdef floating top, total
+    cdef double loss = 0
+    _check_labels(labels, K)
+    with nogil:
+        for n in range(N):
+            # shifted = logits[n] - logits[n].max(); log_p[n] = shifted - log(exp(shifted).sum())
+            top = logits[n, 0]
+            for k in range(1, K):
+                if logits[n, k] > top:
+                    top = logits[n, k]
+            total = 0
+            for k in range(K):
+                total += fexp(logits[n, k] - top)
+            total = flog(total)
+            for k in range(K):
+                log_p[n, k] = logits[n, k] - top - total
+            loss -= log_p[n, labels[n]]
+    return loss / N if N else float("nan")
+
+
+def softmax_cross_entropy_backward(floating[:, ::1] dlogits, const floating[:, ::1] log_p,
+                                   const int64_t[::1] labels):
+    # dlogits = (np.exp(log_p) - onehot(labels)) / N
+    cdef Py_ssize_t N = log_p.shape[0], K = log_p.shape[1], n, k
+    cdef floating inv_n = 1 / <floating> N if N else 0
+    with nogil:
+        for n in range(N):
+            for k in range(K):
+                dlogits[n, k] = fexp(log_p[n, k])
+            dlogits[n, labels[n]] -= 1
+            for k in range(K):
+                dlogits[n, k] *= inv_n
+
+
+def softmax(floating[:, ::1] probs, const floating[:, ::1] logits):
+    # probs = exp(logits - max) / exp(logits - max).sum(axis=1, keepdims=True)
+    cdef Py_ssize_t N = logits.shape[0], K = logits.shape[1], n, k
+    cdef floating top, total
+    with nogil:
+        for n in range(N):
+            top = logits[n, 0]
+            for k in range(1, K):
+                if logits[n, k] > top:
+                    top = logits[n, k]
+            total = 0
+            for k in range(K):
+                probs[n, k] = fexp(logits[n, k] - top)
+                total += probs[n, k]
+            for k in range(K):
+                probs[n, k] /= total
+
+
+def mse_loss(floating[:, ::1] diff, const floating[:, ::1] y, const floating[:, ::1] t):
+    # diff = y - t; returns 0.5 * (diff * diff).sum() / N
+    cdef Py_ssize_t N = y.shape[0], D = y.shape[1], n, k
+    cdef double total = 0
+    with nogil:
+        for n in range(N):
+            for k in range(D):
+                diff[n, k] = y[n, k] - t[n, k]
+                total += diff[n, k] * diff[n, k]
+    return 0.5 * total / N if N else float("nan")
+
+
+def mse_loss_backward(floating[:, ::1] dy, const floating[:, ::1] diff):
+    # dy = diff / N
+    cdef Py_ssize_t N = diff.shape[0], D = diff.shape[1], n, k
+    cdef floating inv_n = 1 / <floating> N if N else 0
+    with nogil:
+        for n in range(N):
+            for k in range(D):
+                dy[n, k] = diff[n, k] * inv_n
+
+
+def count_correct(const floating[:, ::1] logits, const int64_t[::1] labels):
+    # (logits.argmax(axis=1) == labels).sum()   (the first maximum wins, as in argmax)
+    cdef Py_ssize_t N = logits.shape[0], K = logits.shape[1], n, k, best
+    cdef Py_ssize_t correct = 0
+    with nogil:
+        for n in range(N):
+            best = 0
+            for k in range(1, K):
+                if logits[n, k] > logits[n, best]:
+                    best = k
+            if best == labels[n]:
+                correct += 1
+    return correct

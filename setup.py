@@ -1,0 +1,93 @@
+"""Builds fastnn's Cython extension, fastnn_ext (the ``cython`` backend). Nothing else:
+the package metadata lives in pyproject.toml.
+
+    pip install -e ".[dev]"             # or: python setup.py build_ext --inplace
+
+Compiler options are set here, once: the Cython directives below, -O3 and OpenMP, plus
+-fno-math-errno and -fno-trapping-math (the kernels never read errno or FP exception
+flags; without them GCC keeps branches such as ``dy * (y > 0)`` and will not vectorise
+sqrt). No -march=native, so a wheel runs on any x86-64; the heavy products go to BLAS,
+which picks its kernels for the CPU at run time. (A local build may add
+CFLAGS=-march=native.)
+
+If the extension cannot be compiled (no C compiler, no OpenMP), the install still
+succeeds without it and warns; asking for the cython backend then raises
+BackendUnavailableError with the command that builds it.
+"""
+import sys
+import warnings
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+MODULES = ("_arrays", "_dense", "_conv", "_pool", "_activation", "_loss", "_optim")
+
+CYTHON_DIRECTIVES = {
+    "language_level": 3,
+    "boundscheck": False,      # indices are computed from checked shapes
+    "wraparound": False,       # no negative indexing in the kernels
+    "cdivision": True,         # C integer division: no zero checks in the index maths
+    "initializedcheck": False,
+    "embedsignature": True,
+}
+
+# (compile, link) flags per compiler family
+OPENMP_FLAGS = {
+    "msvc": (["/O2", "/openmp"], []),
+    "unix": (["-O3", "-fopenmp", "-fno-math-errno", "-fno-trapping-math"], ["-fopenmp"]),
+}
+SERIAL_FLAGS = {"msvc": (["/O2"], []), "unix": (["-O3", "-fno-math-errno", "-fno-trapping-math"], [])}
+
+
+def _warn(message):
+    warnings.warn(message)
+    print(f"WARNING: {message}", file=sys.stderr)
+
+
+class OptionalBuildExt(build_ext):
+    """build_ext that never fails the install: OpenMP if it can, serial if it must,
+    else no extension at all (the cython backend then says how to build it)."""
+
+    def run(self):
+        try:
+            super().run()
+        except Exception as e:  # no compiler at all: distutils raises before compiling
+            if self.gave_up:  # already explained; this is the editable install's copy step
+                return
+            _warn(f"fastnn_ext was not built ({type(e).__name__}: {e}); the cython backend "
+                  "is unavailable. Install a C compiler, then `pip install -e .`")
+
+    def build_extension(self, ext):
+        if self.gave_up:  # one module failed outright: the rest would too, and say it again
+            return
+        family = "msvc" if self.compiler.compiler_type == "msvc" else "unix"
+        for flags in (OPENMP_FLAGS[family], SERIAL_FLAGS[family]):
+            ext.extra_compile_args, ext.extra_link_args = list(flags[0]), list(flags[1])
+            try:
+                super().build_extension(ext)
+                return
+            except Exception as e:
+                error = e
+                if flags is OPENMP_FLAGS[family]:
+                    _warn(f"building {ext.name} with OpenMP failed ({error}); trying without")
+        self.gave_up = True
+        _warn(f"fastnn_ext was not built: compiling {ext.name} failed ({error}); the cython "
+              "backend is unavailable. Install a C compiler, then `pip install -e .`")
+
+    gave_up = False
+
+
+def extensions():
+    try:
+        import numpy
+        from Cython.Build import cythonize
+    except ImportError as e:
+        _warn(f"fastnn_ext is not built: {e.name} is missing (pip install cython numpy scipy)")
+        return []
+    modules = [Extension(f"fastnn_ext.{name}", [f"fastnn_ext/{name}.pyx"],
+                         include_dirs=[numpy.get_include()]) for name in MODULES]
+    return cythonize(modules, compiler_directives=CYTHON_DIRECTIVES, quiet=True)
+
+
+setup(ext_modules=extensions(), cmdclass={"build_ext": OptionalBuildExt},
+      exclude_package_data={"fastnn_ext": ["*.c"]})  # generated C: not shipped in wheels
