@@ -51,6 +51,13 @@ def finite_number(allow_zero):
 positive_float, non_negative_float = finite_number(allow_zero=False), finite_number(allow_zero=True)
 
 
+def decay_factor(text):
+    value = positive_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
 def add_backend_args(p):
     p.add_argument("--backend", choices=config.BACKENDS, help="kernel backend (default: $FASTNN_BACKEND, else "
                    f"{config.DEFAULT_BACKEND})")
@@ -66,7 +73,7 @@ def add_data_args(p, default_dataset="mnist"):
 
 
 # What a run is made of: a checkpoint keeps these, and `train --resume` takes them from it.
-RUN_SETTINGS = ("model", "dataset", "optimizer", "lr", "weight_decay", "batch_size", "seed", "limit",
+RUN_SETTINGS = ("model", "dataset", "optimizer", "lr", "lr_decay", "weight_decay", "batch_size", "seed", "limit",
                 "validation", "patience", "epochs")
 UNSET = object()
 
@@ -85,6 +92,9 @@ def parser(run_defaults=True):
     p.add_argument("--lr", type=positive_float, help="learning rate (default: 0.001 for adam and rmsprop, "
                    "1.0 for adadelta, 0.01 otherwise)")
     p.add_argument("--weight-decay", type=non_negative_float, default=0.0, help="L2 weight decay")
+    p.add_argument("--lr-decay", type=decay_factor, default=1.0, metavar="GAMMA",
+                   help="multiply the learning rate by GAMMA after every epoch (default 1: constant; "
+                        "PyTorch's MNIST example uses 0.7)")
     add_backend_args(p)
     add_data_args(p)
     p.add_argument("--seed", type=non_negative_int, default=0)
@@ -207,7 +217,7 @@ def cmd_train(args):
         x_train, y_train = x_train[:-args.validation], y_train[:-args.validation]
     if trainer is None:
         model = models.build(args.model, seed=args.seed)
-        optimizer = optim.make(args.optimizer, lr=args.lr, weight_decay=args.weight_decay)
+        optimizer = optim.make(args.optimizer, lr=args.lr, weight_decay=args.weight_decay, lr_decay=args.lr_decay)
         settings = {name: getattr(args, name) for name in RUN_SETTINGS}
         settings.update(backend=K.NAME, threads=n_threads)  # for the record: exact resumes need the same
         trainer = Trainer(model, optimizer, batch_size=args.batch_size, seed=args.seed, progress=not args.no_progress,

@@ -40,8 +40,13 @@ class Optimizer:
         if not (_real(weight_decay) and weight_decay >= 0):
             raise ConfigError(f"{type(self).__name__}: weight_decay must be >= 0, not {weight_decay!r}")
         self.lr, self.weight_decay = float(lr), float(weight_decay)
+        self.lr_decay = 1.0  # lr is multiplied by this after every epoch (see end_epoch)
         self.steps = 0
         self.state = {}  # parameter key -> [state arrays]
+
+    def end_epoch(self):
+        """Step decay after each epoch: lr *= lr_decay (PyTorch's StepLR with step_size=1)."""
+        self.lr *= self.lr_decay
 
     def hyper(self) -> dict:
         """The kernel's keyword arguments besides param, grad, state, lr and weight decay."""
@@ -90,7 +95,8 @@ class Optimizer:
         self.steps, self.state = int(steps), state
 
     def config(self) -> dict:
-        return dict(name=NAME_OF[type(self)], lr=self.lr, weight_decay=self.weight_decay, **self.hyper())
+        return dict(name=NAME_OF[type(self)], lr=self.lr, weight_decay=self.weight_decay, lr_decay=self.lr_decay,
+                    **self.hyper())
 
 
 class SGD(Optimizer):
@@ -168,11 +174,16 @@ OPTIMIZERS = {"sgd": SGD, "momentum": Momentum, "nesterov": Nesterov, "adagrad":
 NAME_OF = {cls: name for name, cls in OPTIMIZERS.items()}
 
 
-def make(name, lr=None, weight_decay=0.0, **hyper):
-    """An optimizer by name; ``lr=None`` takes the optimizer's usual default."""
+def make(name, lr=None, weight_decay=0.0, lr_decay=1.0, **hyper):
+    """An optimizer by name; ``lr=None`` takes the optimizer's usual default; ``lr_decay``
+    multiplies the learning rate after every epoch (1.0: constant)."""
     if name not in OPTIMIZERS:
         raise ConfigError(f"unknown optimizer {name!r}: choose one of {', '.join(OPTIMIZERS)}")
+    if not (_real(lr_decay) and 0 < lr_decay <= 1):
+        raise ConfigError(f"optimizer {name!r}: lr_decay must be in (0, 1], not {lr_decay!r}")
     try:
-        return OPTIMIZERS[name](lr=lr, weight_decay=weight_decay, **hyper)
+        optimizer = OPTIMIZERS[name](lr=lr, weight_decay=weight_decay, **hyper)
     except TypeError as e:  # a keyword this optimizer does not have
         raise ConfigError(f"optimizer {name!r}: {e}") from e
+    optimizer.lr_decay = float(lr_decay)
+    return optimizer

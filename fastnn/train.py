@@ -202,6 +202,7 @@ class Trainer:
         for _ in range(epochs):
             train_loss, seconds = self.train_epoch(x_dev, y_dev, len(x))
             self.epoch += 1
+            self.optimizer.end_epoch()
             metrics = {"epoch": self.epoch, "train_seconds": seconds, "images_per_second": len(x) / seconds,
                        "train_loss": train_loss}
             for prefix, (images, labels) in sets.items():

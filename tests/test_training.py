@@ -93,3 +93,12 @@ def test_fit_checks_its_data(mnist):
         trainer.fit(x_train[:10].astype(np.float64), y_train[:10], epochs=1)
     with pytest.raises(ShapeError, match=r"expects \(N, 1, 28, 28\)"):
         trainer.fit(x_train[:10].reshape(10, 784), y_train[:10], epochs=1)
+
+
+def test_lr_decay_multiplies_the_learning_rate_every_epoch(mnist):
+    x_train, y_train, _, _ = mnist
+    optimizer = optim.make("sgd", lr=0.1, lr_decay=0.5)
+    trainer = Trainer(models.build("mlp"), optimizer, batch_size=100, progress=False)
+    trainer.fit(x_train[:200], y_train[:200], epochs=3)
+    assert optimizer.lr == pytest.approx(0.1 * 0.5 ** 3)
+    assert optim.make(**optimizer.config()).lr_decay == 0.5  # checkpoints rebuild it from its config
