@@ -13,39 +13,37 @@ from ._common import f32
 
 
 @njit(cache=True)
+def _softmax_row(p, logits, n):
+    # p[n] = exp(z[n] - max(z[n])) / sum(exp(z[n] - max(z[n]))); returns (max, sum) for log p
+    K = logits.shape[1]
+    top = logits[n, 0]
+    for k in range(1, K):
+        top = max(top, logits[n, k])
+    total = np.float32(0.0)
+    for k in range(K):
+        e = np.exp(logits[n, k] - top)
+        p[n, k] = e
+        total += e
+    for k in range(K):
+        p[n, k] /= total
+    return top, total
+
+
+@njit(cache=True)
 def _softmax(p, logits):
     # logits (N, K) -> p (N, K): p = exp(z - z.max(1)) / sum(exp(z - z.max(1)))
-    N, K = logits.shape
-    for n in range(N):
-        top = logits[n, 0]
-        for k in range(1, K):
-            top = max(top, logits[n, k])
-        total = np.float32(0.0)
-        for k in range(K):
-            e = np.exp(logits[n, k] - top)
-            p[n, k] = e
-            total += e
-        for k in range(K):
-            p[n, k] /= total
+    for n in range(logits.shape[0]):
+        _softmax_row(p, logits, n)
 
 
 @njit(cache=True)
 def _cross_entropy(p, logits, labels):
     # logits (N, K), labels (N,) -> p = softmax(logits) (N, K), mean(-log p[n, labels[n]])
     # (the log-probability is taken as shifted - log(sum exp(shifted)), so it never sees log(0))
-    N, K = logits.shape
+    N = logits.shape[0]
     loss = 0.0
     for n in range(N):
-        top = logits[n, 0]
-        for k in range(1, K):
-            top = max(top, logits[n, k])
-        total = np.float32(0.0)
-        for k in range(K):
-            e = np.exp(logits[n, k] - top)
-            p[n, k] = e
-            total += e
-        for k in range(K):
-            p[n, k] /= total
+        top, total = _softmax_row(p, logits, n)
         loss -= logits[n, labels[n]] - top - np.log(total)
     return loss / N
 
