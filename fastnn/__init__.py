@@ -24,5 +24,6 @@ from .model import Sequential
 from .models import build as build_model
 from .optim import SGD, AdaGrad, Adadelta, Adam, Momentum, Nesterov, RMSprop
 from .optim import make as make_optimizer
+from .regularization import L1, L2, ElasticNet
 from .threads import set_threads
 from .train import Trainer
