@@ -103,13 +103,12 @@ CONV_CASES = [
 
 
 @pytest.mark.parametrize("case", CONV_CASES)
-@pytest.mark.parametrize("path", ["direct", "images", "gemm"])
+@pytest.mark.parametrize("path", ["direct", "images"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_conv_paths(K, reference, rng, monkeypatch, case, path, dtype):
     from fastnn.backends.cython import conv
     n, c, h, w, f, k, s, p = case
     monkeypatch.setattr(conv, "DIRECT_MAX_CHANNELS", c if path == "direct" else 0)
-    monkeypatch.setattr(conv, "GEMM_PER_IMAGE", path == "images")
     x, W, b = randn(rng, n, c, h, w, dtype=dtype), randn(rng, f, c, k, k, dtype=dtype), randn(rng, f, dtype=dtype)
     y, cache = K.conv2d_forward(x, W, b, s, p)
     want_y, want_cache = reference.conv2d_forward(x, W, b, s, p)

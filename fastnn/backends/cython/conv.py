@@ -16,11 +16,6 @@ from ._prep import Recycled, floats, work
 # CFLAGS=-march=native, where they may win: set this to 1 to try.
 DIRECT_MAX_CHANNELS = 0
 
-# GEMM per image (y[n] = [W | b] @ colT[n], NCHW directly) or one GEMM for the batch
-# (yT = W @ colT, then a transpose); see fastnn_ext/_conv.pyx.
-GEMM_PER_IMAGE = True
-
-
 def im2col(x, kh, kw, stride, pad):
     # x (N, C, H, W) -> col (N*OH*OW, C*KH*KW), rows ordered (n, oh, ow), columns (c, i, j)
     (x,) = floats(x)
@@ -49,17 +44,12 @@ def conv2d_forward(x, W, b, stride, pad):
     if C <= DIRECT_MAX_CHANNELS:
         _conv.conv2d_forward_direct(y, x, W, b, stride, pad)
         return y, ("direct", x, W, stride, pad)
-    if GEMM_PER_IMAGE:
-        colT = Recycled((C * KH * KW + 1, N * OH * OW), x.dtype)  # kept for the backward pass
-        W_ext = work("W_ext", (F, C * KH * KW + 1), x.dtype)
-        _conv.conv2d_forward_images(y.reshape(N, F, OH * OW), colT.array, W_ext, x,
-                                    W.reshape(F, -1), b, KH, KW, stride, pad)
-        return y, ("images", x.shape, colT, W, stride, pad)
-    colT = Recycled((C * KH * KW, N * OH * OW), x.dtype)  # kept for the backward pass
-    yT = work("yT", (F, N * OH * OW), x.dtype)
-    _conv.conv2d_forward_gemm(y.reshape(N, F, OH * OW), colT.array, yT, x, W.reshape(F, -1), b,
-                              KH, KW, stride, pad)
-    return y, ("gemm", x.shape, colT, W, stride, pad)
+    # one GEMM per image, y[n] = [W | b] @ colT[n], written as NCHW (see fastnn_ext/_conv.pyx)
+    colT = Recycled((C * KH * KW + 1, N * OH * OW), x.dtype)  # kept for the backward pass
+    W_ext = work("W_ext", (F, C * KH * KW + 1), x.dtype)
+    _conv.conv2d_forward_images(y.reshape(N, F, OH * OW), colT.array, W_ext, x,
+                                W.reshape(F, -1), b, KH, KW, stride, pad)
+    return y, ("images", x.shape, colT, W, stride, pad)
 
 
 def conv2d_backward(dy, cache, need_dx=True):
@@ -80,21 +70,12 @@ def conv2d_backward(dy, cache, need_dx=True):
         return dx, dW, db
     x_shape, colT, W, stride, pad = rest
     _, _, KH, KW = W.shape
-    if how == "images":
-        dy3 = dy.reshape(N, F, OH * OW)
-        dW_ext = work("dW_ext", (F, W[0].size + 1), W.dtype)
-        _conv.conv2d_weight_grad_images(dW.reshape(F, -1), db, dW_ext, dy3, colT.array)
-        if not need_dx:
-            return None, dW, db
-        dx = np.empty(x_shape, dtype=W.dtype)
-        dcolT = work("dcolT", (W[0].size, N * OH * OW), W.dtype)
-        _conv.conv2d_input_grad_images(dx, dcolT, dy3, W.reshape(F, -1), KH, KW, stride, pad)
-        return dx, dW, db
-    dyT = work("dyT", (F, N * OH * OW), W.dtype)
-    _conv.conv2d_weight_grad_gemm(dW.reshape(F, -1), db, dyT, dy.reshape(N, F, OH * OW), colT.array)
+    dy3 = dy.reshape(N, F, OH * OW)
+    dW_ext = work("dW_ext", (F, W[0].size + 1), W.dtype)
+    _conv.conv2d_weight_grad_images(dW.reshape(F, -1), db, dW_ext, dy3, colT.array)
     if not need_dx:
         return None, dW, db
     dx = np.empty(x_shape, dtype=W.dtype)
-    dcolT = work("dcolT", colT.array.shape, W.dtype)
-    _conv.conv2d_input_grad_gemm(dx, dcolT, dyT, W.reshape(F, -1), KH, KW, stride, pad)
+    dcolT = work("dcolT", (W[0].size, N * OH * OW), W.dtype)
+    _conv.conv2d_input_grad_images(dx, dcolT, dy3, W.reshape(F, -1), KH, KW, stride, pad)
     return dx, dW, db
