@@ -19,7 +19,7 @@ def kernels(request):
     reason = backends.available()[name]
     if reason is not None:
         pytest.skip(f"backend {name} unavailable: {reason}")
-    K = backends.load(name)
+    K = backends.use(name)  # use, not load: the thread policy follows the active backend
     if getattr(K, "SIMULATOR", False):
         pytest.skip("backend cuda runs in the CUDA simulator here (NUMBA_ENABLE_CUDASIM=1): timings meaningless")
     threads.set_threads()

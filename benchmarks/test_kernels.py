@@ -1,4 +1,5 @@
-"""Every hot kernel on every backend, on the shapes of simple-cnn (batch 100) and pytorch-net (batch 64).
+"""Every hot kernel on every backend, on the shapes of simple-cnn (batch 100) and pytorch-net (batch 64),
+and deep-cnn's convolutions (batch 100).
 
     pytest benchmarks --benchmark-only                         # all
     pytest benchmarks --benchmark-only -k "simple-cnn and conv" # a part
@@ -33,6 +34,21 @@ def conv(x_shape, w_shape, stride=1, pad=0, need_dx=True):
         dy = K.to_device(randn(rng, *K.to_host(y).shape))
         return lambda: K.conv2d_backward(dy, cache, need_dx=need_dx)
     return forward, backward
+
+
+def model_convs(model_name, batch):
+    """(x_shape, w_shape, stride, pad, need_dx) of every Conv2D of a named model, read off the
+    model as it is built, so the benchmarked shapes are the ones training runs."""
+    from fastnn import models
+    from fastnn.layers import Conv2D
+
+    model = models.build(model_name)
+    shape, convs = model.input_shape, []
+    for layer in model.layers:
+        if isinstance(layer, Conv2D):
+            convs.append(((batch,) + shape, tuple(layer.params["W"].shape), layer.stride, layer.pad, layer.need_dx))
+        shape = layer.output_shape(shape)
+    return convs
 
 
 def pool(x_shape, size=2):
@@ -144,6 +160,14 @@ def _cases():
     add(m, "dense 128->10", dense(64, 128, 10), ("dense_forward", "dense_backward"))
     add(m, "loss (64,10)", softmax_ce(64, 10), ("softmax_cross_entropy", "softmax_cross_entropy_backward"))
     add(m, "adadelta (9216,128)", (adadelta((9216, 128)),), ("adadelta_update",))
+    # deep-cnn, batch 100: six 3x3 convs 1->16->16 (28x28), 16->32->32 (14x14; the second pads by 2,
+    # so 14x14 -> 16x16), 32->64->64 (8x8), each pair followed by a max-pool
+    m = "deep-cnn"
+    for i, (x_shape, w_shape, stride, pad, need_dx) in enumerate(model_convs(m, 100), 1):
+        f, c, k, _ = w_shape
+        add(m, f"conv{i} {c}->{f} {k}x{k} {x_shape[2]}x{x_shape[3]} pad {pad}",
+            conv(x_shape, w_shape, stride, pad, need_dx),
+            ("conv2d_forward", "conv2d_backward" if need_dx else "conv2d_backward (no dx)"))
     return cases
 
 

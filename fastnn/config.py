@@ -3,6 +3,7 @@
 FASTNN_BACKEND       numpy | numba | cython | cuda   (default: DEFAULT_BACKEND)
 FASTNN_DATA          a directory that holds the MNIST IDX files
 FASTNN_NUM_THREADS   threads for Numba, OpenMP and BLAS together (default: all cores)
+FASTNN_CONV_ALGO     auto | im2col | direct | winograd | winograd4: force one convolution algorithm
 XDG_CACHE_HOME       the user cache directory root (downloads go to <it>/fastnn)
 OPENBLAS_THREAD_TIMEOUT  set (if unset) by quiet_idle_blas_threads, for the compiled backends
 FASTNN_TEST_KILL     tests only: step:N | write:N, see test_kill_point()
@@ -29,6 +30,18 @@ def backend_name() -> str:
         return check_backend_name(name)
     except ConfigError as e:
         raise ConfigError(f"FASTNN_BACKEND: {e}") from None
+
+
+CONV_ALGORITHMS = ("auto", "im2col", "direct", "winograd", "winograd4")
+
+
+def conv_algorithm() -> str:
+    """The convolution algorithm FASTNN_CONV_ALGO forces, else "auto" (each backend's
+    ``conv2d_algorithm`` chooses per layer shape). Read on every call, so tests can switch it."""
+    name = os.environ.get("FASTNN_CONV_ALGO", "").strip().lower() or "auto"
+    if name not in CONV_ALGORITHMS:
+        raise ConfigError(f"FASTNN_CONV_ALGO={name!r}: choose one of {', '.join(CONV_ALGORITHMS)}")
+    return name
 
 
 def data_dir() -> Path | None:

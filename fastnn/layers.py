@@ -39,6 +39,7 @@ class Layer:
         self.buffers = {}
         self.name = type(self).__name__
         self.y_shape = None  # the shape of the last forward output: backward checks dy against it
+        self.kept_state = False  # whether the last forward kept what backward needs (train=True)
 
     def forward(self, x, train=True):
         raise NotImplementedError
@@ -74,10 +75,19 @@ class Layer:
             raise ShapeError(f"{self.name}: expected {dtype or 'floating-point'} input, got {x.dtype}; "
                              f"convert with x.astype(np.{want})")
 
+    def _kept(self, state, train):
+        """What backward needs, kept only in training: inference (train=False) holds no
+        backward state, so evaluating a big batch frees its activations as it goes."""
+        self.kept_state = train
+        return state if train else None
+
     def _expect_grad(self, dy):
         """dy must have the shape of this layer's last forward output."""
         if self.y_shape is None:
             raise ShapeError(f"{self.name}: backward() before forward(): there is nothing to differentiate")
+        if not self.kept_state:
+            raise ShapeError(f"{self.name}: backward() after forward(x, train=False): inference keeps no "
+                             f"backward state; run forward(x, train=True) first")
         if not hasattr(dy, "shape") or tuple(dy.shape) != self.y_shape:
             got = tuple(dy.shape) if hasattr(dy, "shape") else type(dy).__name__
             raise ShapeError(f"{self.name}: expected a gradient of shape {self.y_shape} (the forward output's), "
@@ -107,7 +117,7 @@ class Dense(Layer):
 
     def forward(self, x, train=True):
         self._expect(x, 2, f"(N, {self.in_features})", {1: self.in_features})
-        self.x = x
+        self.x = self._kept(x, train)
         self.y_shape = (x.shape[0], self.out_features)
         return backends.get().dense_forward(x, self.params["W"], self.params["b"])
 
@@ -156,7 +166,8 @@ class Conv2D(Layer):
     def forward(self, x, train=True):
         self._expect(x, 4, f"(N, {self.in_channels}, H, W)", {1: self.in_channels})
         self.y_shape = (x.shape[0],) + self.output_shape(tuple(x.shape[1:]))
-        y, self.cache = backends.get().conv2d_forward(x, self.params["W"], self.params["b"], self.stride, self.pad)
+        y, cache = backends.get().conv2d_forward(x, self.params["W"], self.params["b"], self.stride, self.pad)
+        self.cache = self._kept(cache, train)
         return y
 
     def backward(self, dy):
@@ -193,7 +204,8 @@ class _Pool2D(Layer):
     def forward(self, x, train=True):
         self._expect(x, 4, "(N, C, H, W)")
         self.y_shape = (x.shape[0],) + self.output_shape(tuple(x.shape[1:]))
-        y, self.cache = getattr(backends.get(), f"{self.kind}_forward")(x, self.size, self.stride, self.pad)
+        y, cache = getattr(backends.get(), f"{self.kind}_forward")(x, self.size, self.stride, self.pad)
+        self.cache = self._kept(cache, train)
         return y
 
     def backward(self, dy):
@@ -216,9 +228,10 @@ class _Activation(Layer):
 
     def forward(self, x, train=True):
         self._expect(x, None, "(N, ...)")
-        self.y = getattr(backends.get(), f"{self.kind}_forward")(x)
+        y = getattr(backends.get(), f"{self.kind}_forward")(x)
+        self.y = self._kept(y, train)
         self.y_shape = tuple(x.shape)
-        return self.y
+        return y
 
     def backward(self, dy):
         self._expect_grad(dy)
@@ -260,6 +273,7 @@ class Dropout(Layer):
     def forward(self, x, train=True):
         self._expect(x, None, "(N, ...)")
         self.y_shape = tuple(x.shape)
+        self.kept_state = train
         if not train or self.p == 0.0:
             self.mask = None
             return x
@@ -306,7 +320,9 @@ class BatchNorm(Layer):
         self.y_shape = tuple(x.shape)
         K = backends.get()
         gamma, beta = self.params["gamma"], self.params["beta"]
+        self.kept_state = train
         if not train:
+            self.cache = None
             return K.batchnorm_inference(x, gamma, beta, self.buffers["running_mean"],
                                          self.buffers["running_var"], self.eps)
         y, mean, var, self.cache = K.batchnorm_forward(x, gamma, beta, self.eps)
@@ -328,7 +344,8 @@ class Flatten(Layer):
 
     def forward(self, x, train=True):
         self._expect(x, None, "(N, ...)")
-        self.input_shape = x.shape
+        self.input_shape = x.shape  # all that backward needs, kept in inference too: it costs nothing
+        self.kept_state = True
         self.y_shape = (x.shape[0], int(np.prod(x.shape[1:])))
         return x.reshape(self.y_shape)
 

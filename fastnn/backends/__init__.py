@@ -35,6 +35,8 @@ def use(name: str):
     """Make ``name`` the active backend and return its kernel table."""
     global _active
     _active = load(name)
+    from .. import threads
+    threads.apply()  # BLAS's threads depend on the backend (see fastnn/threads.py)
     return _active
 
 

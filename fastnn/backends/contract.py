@@ -33,6 +33,7 @@ KERNELS = {
     "col2im": "col2im(col, x_shape, kh, kw, stride, pad) -> x   adds overlapping windows back",
     "conv2d_forward": "conv2d_forward(x, W, b, stride, pad) -> (y, cache)   W (F, C, KH, KW) -> y (N, F, OH, OW)",
     "conv2d_backward": "conv2d_backward(dy, cache, need_dx=True) -> (dx or None, dW, db)   the first layer skips dx",
+    "conv2d_algorithm": "conv2d_algorithm(x_shape, w_shape, stride, pad) -> str   the algorithm conv2d_forward runs for this shape",
     # --- pooling ------------------------------------------------------------------
     "maxpool2d_forward": "maxpool2d_forward(x, size, stride, pad) -> (y, cache)   (N, C, H, W) -> (N, C, OH, OW)",
     "maxpool2d_backward": "maxpool2d_backward(dy, cache) -> dx",

@@ -3,6 +3,9 @@
 Array arguments go through the candidate's ``to_device`` and results come back through
 ``to_host``, so the same test drives a CPU backend and the CUDA one.
 """
+import contextlib
+import os
+
 import numpy as np
 
 F32 = dict(rtol=2e-4, atol=2e-5)
@@ -43,3 +46,22 @@ def noncontiguous(a):
     view = wide[..., ::2]
     assert not view.flags.c_contiguous
     return view
+
+
+def conv_algorithms(K):
+    """The convolution algorithms backend K implements (the reference and cuda: im2col only)."""
+    return getattr(K, "CONV_ALGORITHMS", ("im2col",))
+
+
+@contextlib.contextmanager
+def forced_conv_algorithm(name):
+    """FASTNN_CONV_ALGO=name inside the block (config.conv_algorithm reads it on every call)."""
+    before = os.environ.get("FASTNN_CONV_ALGO")
+    os.environ["FASTNN_CONV_ALGO"] = name
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["FASTNN_CONV_ALGO"]
+        else:
+            os.environ["FASTNN_CONV_ALGO"] = before

@@ -8,7 +8,7 @@ import pytest
 
 from fastnn.backends import contract
 
-from .agree import assert_close, noncontiguous, run, to_numpy
+from .agree import assert_close, conv_algorithms, forced_conv_algorithm, noncontiguous, run, to_numpy
 from ..conftest import SIMULATED_CUDA
 
 
@@ -56,8 +56,13 @@ CONV_CASES = [
     (3, 2, 8, 8, 5, 3, 1, 1),
     (2, 4, 10, 11, 3, 2, 2, 0),      # even kernel, stride 2
     (4, 32, 12, 12, 16, 3, 1, 0),    # many input channels (pytorch-net's second conv, smaller)
+    (1, 2, 5, 5, 3, 3, 1, 1),        # batch 1, two channels, padding
+    (3, 5, 7, 9, 6, 3, 1, 0),        # odd sizes: ragged Winograd tiles
+    (2, 16, 14, 14, 32, 3, 1, 2),    # pad 2 (deep-cnn's fourth conv)
+    (2, 7, 9, 11, 5, 3, 2, 2),       # stride 2 with pad 2
+    (3, 64, 8, 8, 64, 3, 1, 1),      # 64 channels (deep-cnn's last conv)
 ]
-SIM_CONV_CASES = {1, 2}  # indexes of the cases small enough for the CUDA simulator
+SIM_CONV_CASES = {1, 2, 5}  # indexes of the cases small enough for the CUDA simulator
 
 
 def _conv_case(candidate, index):
@@ -81,25 +86,46 @@ def test_im2col_col2im(candidate, reference, rng, index):
 @pytest.mark.parametrize("index", range(len(CONV_CASES)))
 @pytest.mark.parametrize("layout", ["contiguous", "strided"])
 def test_conv2d(candidate, reference, rng, index, layout):
+    """Every convolution algorithm of the backend (forced with FASTNN_CONV_ALGO), wherever it applies."""
     _conv_case(candidate, index)
     n, c, h, w, f, k, s, p = CONV_CASES[index]
     x, W, b = randn(rng, n, c, h, w), randn(rng, f, c, k, k), randn(rng, f)
-    if layout == "strided":
-        x = noncontiguous(x)
-    (y, cache), _ = run(candidate, "conv2d_forward", x, W, b, s, p)
     want_y, want_cache = reference.conv2d_forward(x, W, b, s, p)
-    assert_close(candidate.to_host(y), want_y, np.sqrt(c * k * k), "y")
     dy = randn(rng, *want_y.shape)
-    if layout == "strided":
-        dy = noncontiguous(dy)
-    got = to_numpy(candidate, candidate.conv2d_backward(candidate.to_device(dy), cache))
     want = reference.conv2d_backward(dy, want_cache)
-    for g, wnt, name in zip(got, want, ("dx", "dW", "db")):
-        assert g.shape == wnt.shape and g.dtype == np.float32, name
-        assert_close(g, wnt, np.sqrt(dy.size / f), name)
-    dx, dW, db = candidate.conv2d_backward(candidate.to_device(dy), cache, need_dx=False)
-    assert dx is None
-    assert_close(candidate.to_host(dW), want[1], np.sqrt(dy.size / f), "dW without dx")
+    if layout == "strided":
+        x, dy = noncontiguous(x), noncontiguous(dy)
+    ran = set()
+    for algorithm in conv_algorithms(candidate):
+        with forced_conv_algorithm(algorithm):
+            used = candidate.conv2d_algorithm(x.shape, W.shape, s, p)
+            if used != algorithm:
+                continue  # does not apply to this shape (e.g. Winograd needs 3x3, stride 1)
+            ran.add(used)
+            (y, cache), _ = run(candidate, "conv2d_forward", x, W, b, s, p)
+            assert_close(candidate.to_host(y), want_y, np.sqrt(c * k * k), f"{algorithm} y")
+            got = to_numpy(candidate, candidate.conv2d_backward(candidate.to_device(dy), cache))
+            for g, wnt, name in zip(got, want, ("dx", "dW", "db")):
+                assert g.shape == wnt.shape and g.dtype == np.float32, f"{algorithm} {name}"
+                assert_close(g, wnt, np.sqrt(dy.size / f), f"{algorithm} {name}")
+            dx, dW, db = candidate.conv2d_backward(candidate.to_device(dy), cache, need_dx=False)
+            assert dx is None
+            assert_close(candidate.to_host(dW), want[1], np.sqrt(dy.size / f), f"{algorithm} dW without dx")
+    assert "im2col" in ran  # the algorithm that applies to every shape always ran
+
+
+def test_conv2d_algorithm_choice(candidate):
+    """The choice is a visible, testable function: it names an algorithm the backend has, and
+    FASTNN_CONV_ALGO forces any algorithm wherever it applies."""
+    shapes = [((64, 1, 28, 28), (32, 1, 3, 3), 1, 0), ((64, 32, 26, 26), (64, 32, 3, 3), 1, 0),
+              ((100, 16, 14, 14), (32, 16, 3, 3), 1, 1), ((8, 4, 9, 9), (6, 4, 3, 3), 2, 1)]
+    for x_shape, w_shape, s, p in shapes:
+        assert candidate.conv2d_algorithm(x_shape, w_shape, s, p) in conv_algorithms(candidate)
+    for algorithm in conv_algorithms(candidate):
+        with forced_conv_algorithm(algorithm):
+            assert candidate.conv2d_algorithm((64, 32, 26, 26), (64, 32, 3, 3), 1, 0) == algorithm
+    with forced_conv_algorithm("im2col"):  # applies to everything, stride 2 included
+        assert candidate.conv2d_algorithm((8, 4, 9, 9), (6, 4, 3, 3), 2, 1) == "im2col"
 
 
 # -------------------------------------------------------------------------------- pooling

@@ -1,45 +1,63 @@
-"""Fully connected layer with Numba: BLAS for the products, a fused loop for bias and db.
+"""Fully connected layer with Numba: sgemm for the products, split over Numba's threads.
 Mirrors fastnn/backends/numpy/dense.py.
 
-np.dot inside njit calls the same BLAS sgemm NumPy would; what Numba adds is writing the
-bias into the product in place (no second (N, M) array) and the column sum for db.
+BLAS runs single-threaded under the compiled backends (fastnn/threads.py), so each product is
+cut into one block of rows per thread, every block a single-threaded sgemm
+(fastnn/backends/numba/blas.py): one parallel region per call, and no second thread pool
+competing with Numba's for the cores. The bias is written into the output before the product
+accumulates onto it (no second (N, M) array); db is a column sum.
 """
+import numba
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from ._common import FAST, f32
+from .blas import gemm
 
 
-@njit(cache=True, fastmath=FAST)
-def _forward(x, W, b):
-    # x (N, D), W (D, M), b (M,) -> y (N, M)
-    # y = x @ W + b
-    y = np.dot(x, W)
-    for n in range(y.shape[0]):
-        for m in range(y.shape[1]):
-            y[n, m] += b[m]
-    return y
+@njit(cache=True, parallel=True, fastmath=FAST)
+def _forward(y, x, W, b, T):
+    # x (N, D), W (D, M), b (M,) -> y (N, M); T blocks of rows
+    N = x.shape[0]
+    for t in prange(T):
+        lo, hi = t * N // T, (t + 1) * N // T
+        # y[lo:hi] = x[lo:hi] @ W + b
+        for n in range(lo, hi):
+            y[n, :] = b
+        gemm(y[lo:hi], x[lo:hi], W, 1.0, 1.0)
 
 
-@njit(cache=True, fastmath=FAST)
-def _backward(dy, x, W):
-    # dy (N, M), x (N, D), W (D, M) -> dx (N, D), dW (D, M), db (M,)
-    # dx = dy @ W.T; dW = x.T @ dy
-    dx = np.dot(dy, W.T)
-    dW = np.dot(x.T, dy)
-    # db = dy.sum(axis=0)
-    db = np.zeros(dy.shape[1], np.float32)
-    for n in range(dy.shape[0]):
-        for m in range(dy.shape[1]):
-            db[m] += dy[n, m]
-    return dx, dW, db
+@njit(cache=True, parallel=True, fastmath=FAST)
+def _backward(dx, dW, db, dy, x, W, T):
+    # dy (N, M), x (N, D), W (D, M) -> dx (N, D), dW (D, M), db (M,); T blocks of rows of each
+    N, D = x.shape
+    M = dy.shape[1]
+    for t in prange(T):
+        # dx[lo:hi] = dy[lo:hi] @ W.T
+        lo, hi = t * N // T, (t + 1) * N // T
+        gemm(dx[lo:hi], dy[lo:hi], W, 1.0, 0.0, False, True)
+        # dW[lo:hi] = x[:, lo:hi].T @ dy
+        lo, hi = t * D // T, (t + 1) * D // T
+        gemm(dW[lo:hi], x[:, lo:hi], dy, 1.0, 0.0, True, False)
+        # db[lo:hi] = dy[:, lo:hi].sum(axis=0)
+        lo, hi = t * M // T, (t + 1) * M // T
+        db[lo:hi] = 0.0
+        for n in range(N):
+            for m in range(lo, hi):
+                db[m] += dy[n, m]
 
 
 def dense_forward(x, W, b):
     # x (N, D), W (D, M), b (M,) -> y (N, M)
-    return _forward(f32(x), f32(W), f32(b))
+    x, W, b = f32(x), f32(W), f32(b)
+    y = np.empty((x.shape[0], W.shape[1]), np.float32)
+    _forward(y, x, W, b, numba.get_num_threads())  # a block may be empty: gemm skips it
+    return y
 
 
 def dense_backward(dy, x, W):
     # dy (N, M) -> dx (N, D), dW (D, M), db (M,)
-    return _backward(f32(dy), f32(x), f32(W))
+    dy, x, W = f32(dy), f32(x), f32(W)
+    dx, dW, db = np.empty_like(x), np.empty_like(W), np.empty(W.shape[1], np.float32)
+    _backward(dx, dW, db, dy, x, W, numba.get_num_threads())
+    return dx, dW, db

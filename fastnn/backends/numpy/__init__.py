@@ -3,7 +3,7 @@ from .activation import (dropout_backward, dropout_forward, dropout_mask, relu_b
                          relu_forward, sigmoid_backward, sigmoid_forward, tanh_backward,
                          tanh_forward)
 from .arrays import gather, to_device, to_host, zeros
-from .conv import col2im, conv2d_backward, conv2d_forward, im2col
+from .conv import col2im, conv2d_algorithm, conv2d_backward, conv2d_forward, im2col
 from .dense import dense_backward, dense_forward
 from .loss import (count_correct, mse_loss, mse_loss_backward, softmax, softmax_cross_entropy,
                    softmax_cross_entropy_backward)

@@ -65,3 +65,9 @@ def conv2d_backward(dy, cache, need_dx=True):
     dW = (dy2.T @ col).reshape(W.shape)
     dx = col2im(dy2 @ W.reshape(F, -1), x_shape, KH, KW, stride, pad) if need_dx else None
     return dx, dW, db
+
+
+def conv2d_algorithm(x_shape, w_shape, stride, pad):
+    """The reference has one algorithm: the textbook's whole-batch im2col and one matrix product.
+    (fastnn/backends/numpy/winograd.py is the readable version of the Winograd algorithm.)"""
+    return "im2col"

@@ -1,0 +1,91 @@
+"""Convolution with Numba: three algorithms behind the contract, and the one function that
+chooses between them per layer shape. Mirrors fastnn/backends/numpy/conv.py.
+
+=============  ===================================================  ===========================
+algorithm      what it does                                         where it applies
+=============  ===================================================  ===========================
+``im2col``     one image's columns in L2, one sgemm per image       any shape
+``direct``     every filter tap one vectorised multiply-add         stride 1
+``winograd``   F(2x2, 3x3): 16 multiplies where im2col does 36      3x3, stride 1, pad <= 2
+``winograd4``  F(4x4, 3x3): 36 multiplies where im2col does 144     3x3, stride 1, pad <= 2
+=============  ===================================================  ===========================
+
+``conv2d_algorithm`` is the choice (like cuDNN's algorithm choice); FASTNN_CONV_ALGO forces one
+algorithm wherever it applies (tests run every algorithm on every shape family that way), and
+the benchmarks' ``--profile`` prints what was chosen for each layer. Winograd computes the same
+convolution with fewer multiplications, at a float32 rounding error no larger than im2col's for
+F(2x2, 3x3) and about 10x larger (still ~1e-5 relative) for F(4x4, 3x3): see
+tests/backends/test_winograd.py.
+"""
+import numba
+
+from ... import config
+from .._common import f32, scratch
+from . import direct, winograd
+from . import im2col as per_image
+from .im2col import col2im, im2col  # noqa: F401  the contract's whole-batch im2col / col2im
+
+
+CONV_ALGORITHMS = ("im2col", "direct", "winograd", "winograd4")
+WINOGRAD_TILE = {"winograd": 2, "winograd4": 4}  # m of F(m x m, 3x3)
+
+
+def applies(algorithm, x_shape, w_shape, stride, pad):
+    """Whether ``algorithm`` can compute this convolution."""
+    KH, KW = w_shape[2], w_shape[3]
+    if algorithm == "direct":
+        return stride == 1
+    if algorithm in WINOGRAD_TILE:
+        return winograd.applies(x_shape, w_shape, stride, pad)
+    return algorithm == "im2col"
+
+
+def conv2d_algorithm(x_shape, w_shape, stride, pad):
+    """The algorithm this backend runs for x (N, C, H, W) and W (F, C, KH, KW).
+
+    Measured per layer of the MNIST nets on this project's machine (2 cores, AVX-512, forward
+    plus backward; `python benchmarks/train_throughput.py --profile` shows it per layer):
+
+    * one input channel (every net's first layer): direct. im2col's GEMM would have an inner
+      dimension of only KH*KW, and Winograd's transforms cost more than the 9 taps they save.
+    * 3x3, stride 1, C > 1: Winograd, 1.4-2.4x faster than im2col on every such layer.
+      F(4x4, 3x3) from 24x24 outputs up (pytorch-net's 32->64, deep-cnn's 16->16 at 28x28:
+      about 15% faster than F(2x2) there); on smaller maps F(2x2, 3x3), whose tiles waste
+      less at the ragged edges and whose transforms are cheaper.
+    * anything else (stride 2, other kernel sizes): im2col, one image at a time.
+    """
+    forced = config.conv_algorithm()
+    if forced != "auto" and applies(forced, x_shape, w_shape, stride, pad):
+        return forced
+    C, H, W = x_shape[1:]
+    if C == 1 and stride == 1:
+        return "direct"
+    if winograd.applies(x_shape, w_shape, stride, pad):
+        large = (H + 2 * pad - 2) * (W + 2 * pad - 2) >= 24 * 24
+        return "winograd4" if large else "winograd"
+    return "im2col"
+
+
+def conv2d_forward(x, W, b, stride, pad):
+    # x (N, C, H, W), W (F, C, KH, KW), b (F,) -> y (N, F, OH, OW)
+    x, W, b = f32(x), f32(W), f32(b)
+    algorithm = conv2d_algorithm(x.shape, W.shape, stride, pad)
+    if algorithm == "direct":
+        y, xp = direct.forward(x, W, b, pad)
+        return y, (algorithm, xp, W, stride, pad)
+    if algorithm in WINOGRAD_TILE:
+        y = winograd.forward(x, W, b, pad, numba.get_num_threads(), WINOGRAD_TILE[algorithm])
+    else:
+        y = per_image.forward(x, W, b, stride, pad, numba.get_num_threads(), scratch)
+    return y, (algorithm, x, W, stride, pad)
+
+
+def conv2d_backward(dy, cache, need_dx=True):
+    # dy (N, F, OH, OW) -> dx (N, C, H, W) or None, dW (F, C, KH, KW), db (F,)
+    algorithm, x, W, stride, pad = cache
+    dy = f32(dy)
+    if algorithm == "direct":
+        return direct.backward(dy, x, W, pad, need_dx)
+    if algorithm in WINOGRAD_TILE:
+        return winograd.backward(dy, x, W, pad, need_dx, numba.get_num_threads(), WINOGRAD_TILE[algorithm])
+    return per_image.backward(dy, x, W, stride, pad, need_dx, numba.get_num_threads(), scratch)

@@ -1,0 +1,107 @@
+"""benchmarks/train_throughput.py: it runs on a tiny case and writes its JSON, its per-layer profile
+covers every layer with the right FLOP counts, and its PyTorch twins match fastnn's models.
+Tiny runs on the numpy backend: these check the script works, never how fast anything is."""
+import importlib.util
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from fastnn import backends, models, optim
+from fastnn.layers import Conv2D, Dense
+from fastnn.train import Trainer
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "train_throughput.py"
+
+
+@pytest.fixture(scope="module")
+def throughput():
+    """The script as a module (benchmarks/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("train_throughput", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def expected_flops(model, batch_size):
+    """[(forward, backward)] per layer, from the formulas: a conv's forward is 2*N*F*C*KH*KW*OH*OW,
+    its backward that again for the weights and again for the input unless need_dx is off;
+    a dense layer's forward is 2*N*D*M, its backward twice that; other layers 0."""
+    shape, flops = model.input_shape, []
+    for layer in model.layers:
+        out = layer.output_shape(shape)
+        if isinstance(layer, Conv2D):
+            f, c, kh, kw = layer.params["W"].shape
+            one = 2 * batch_size * f * c * kh * kw * out[1] * out[2]
+            flops.append((one, one + (one if layer.need_dx else 0)))
+        elif isinstance(layer, Dense):
+            one = 2 * batch_size * layer.in_features * layer.out_features
+            flops.append((one, 2 * one))
+        else:
+            flops.append((0, 0))
+        shape = out
+    return flops
+
+
+def test_every_model_has_defaults(throughput):
+    assert set(throughput.SETTINGS) == set(models.MODELS)
+
+
+def test_runs_and_writes_json(throughput, tmp_path):
+    out = tmp_path / "out.json"
+    throughput.main(["--model", "mlp", "--backends", "numpy", "--images", "200", "--no-torch",
+                     "--threads", "1", "--repeats", "2", "--json", str(out)])
+    report = json.loads(out.read_text())
+    assert (report["model"], report["batch_size"], report["optimizer"], report["lr"]) == ("mlp", 100, "adam", 1e-3)
+    assert (report["images"], report["threads"], report["repeats"]) == (200, 1, 2)
+    numpy = report["results"]["numpy"]
+    assert "error" not in numpy, numpy
+    assert len(numpy["runs"]) == 2 and all(run["images"] == 200 and run["seconds"] > 0 for run in numpy["runs"])
+    assert numpy["images_per_second_min"] <= numpy["images_per_second"] <= numpy["images_per_second_max"]
+    assert numpy["ratio_to_numpy"] == 1.0 and numpy["ratio_to_torch"] is None
+    assert numpy["compile_seconds"] >= 0 and "profile" not in numpy
+
+
+def test_profile_covers_every_layer(throughput, tmp_path):
+    out = tmp_path / "out.json"
+    throughput.main(["--model", "deep-cnn", "--backends", "numpy", "--batch-size", "8", "--images", "16",
+                     "--no-torch", "--threads", "1", "--profile", "--profile-steps", "2", "--json", str(out)])
+    result = json.loads(out.read_text())["results"]["numpy"]
+    assert "error" not in result, result
+    profile, model = result["profile"], models.build("deep-cnn")
+    assert (profile["steps"], profile["batch_size"], profile["threads"]) == (2, 8, 1)
+    assert profile["sgemm_gflops"] > 0 and profile["step_ms"] > 0
+    rows = profile["layers"]
+    assert [row["index"] for row in rows] == list(range(len(model.layers)))
+    assert [row["layer"].split()[0] for row in rows] == [type(layer).__name__ for layer in model.layers]
+    assert [(row["forward_flops"], row["backward_flops"]) for row in rows] == expected_flops(model, 8)
+    for row, layer in zip(rows, model.layers):
+        assert isinstance(row["algorithm"], str) and row["algorithm"]
+        if row["forward_ms"] is not None and isinstance(layer, (Conv2D, Dense)):
+            assert row["forward_gflops"] > 0 and row["forward_pct_sgemm"] > 0
+
+
+def test_profile_asks_the_backend_for_the_conv_algorithm(throughput):
+    """In one process: the algorithm column comes from the backend's conv2d_algorithm, and the
+    layers get their own forward/backward methods back afterwards."""
+    backends.use("numpy")
+    model = models.build("simple-cnn")
+    trainer = Trainer(model, optim.make("adam"), batch_size=4, seed=0, progress=False)
+    rng = np.random.default_rng(0)
+    batches = [(rng.random((4, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, 4))]
+    K = SimpleNamespace(conv2d_algorithm=lambda x_shape, w_shape, stride, pad: f"test {x_shape[0]} {w_shape[0]}")
+    profile = throughput.profile_layers(trainer, K, batches, steps=1, n_threads=1)
+    assert [row["algorithm"] for row in profile["layers"]] == ["test 4 30"] + ["-"] * (len(model.layers) - 1)
+    assert not any("forward" in vars(layer) or "backward" in vars(layer) for layer in model.layers)
+    assert all(row["forward_ms"] > 0 and row["backward_ms"] is not None for row in profile["layers"])
+
+
+def test_torch_twins_match(throughput):
+    torch = pytest.importorskip("torch")
+    for name in models.MODELS:
+        model = models.build(name)
+        twin = throughput.torch_twin(model)
+        assert sum(p.numel() for p in twin.parameters()) == model.num_params(), name
+        assert tuple(twin(torch.zeros(2, *model.input_shape)).shape) == (2, *model.output_shape), name
