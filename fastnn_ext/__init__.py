@@ -5,7 +5,9 @@ the same name in fastnn/backends/numpy/:
 
     _arrays      gather                              (arrays.py)
     _dense       dense forward/backward via BLAS      (dense.py)
-    _conv        im2col, col2im, direct and GEMM conv (conv.py)
+    _conv        im2col + GEMM conv, im2col, col2im  (conv.py)
+    _conv_direct direct-loop conv                     (conv.py)
+    _winograd    Winograd F(2x2,3x3), F(4x4,3x3) conv (winograd.py)
     _pool        max/avg pooling                      (pool.py)
     _activation  relu, sigmoid, tanh, dropout         (activation.py)
     _loss        softmax cross-entropy, MSE, accuracy (loss.py)

@@ -23,10 +23,13 @@ cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k, floating 
     # C (m, n) = alpha * op(A) @ op(B) + beta * C, all row-major (C order).
     # BLAS is column-major, and a row-major matrix is its transpose in column-major,
     # so this asks BLAS for C.T = op(B).T @ op(A).T: the operands swap places.
+    # A leading dimension of 0 (an empty operand) is refused by BLAS even where it is never
+    # read: 1 is always valid then.
     cdef char ta = b'T' if trans_a else b'N'
     cdef char tb = b'T' if trans_b else b'N'
     if m == 0 or n == 0:
         return
+    lda, ldb, ldc = max(lda, 1), max(ldb, 1), max(ldc, 1)
     if floating is float:
         sgemm(&tb, &ta, &n, &m, &k, &alpha, <float *> b, &ldb, <float *> a, &lda,
               &beta, c, &ldc)
@@ -78,11 +81,11 @@ cdef inline floating vsum(const floating *a, Py_ssize_t n) noexcept nogil:
     return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]))
 
 
-cdef inline void tap_range(int size, int out, int k, int stride, int pad,
-                           int *lo, int *hi) noexcept nogil:
+cdef inline void tap_range(Py_ssize_t size, Py_ssize_t out, Py_ssize_t k, Py_ssize_t stride,
+                           Py_ssize_t pad, Py_ssize_t *lo, Py_ssize_t *hi) noexcept nogil:
     # The outputs o, lo <= o < hi, whose input o * stride + k - pad lies in 0..size-1:
     # the part of a row that filter tap k sees without falling into the zero padding.
-    cdef int first = pad - k, last = size - 1 + pad - k
+    cdef Py_ssize_t first = pad - k, last = size - 1 + pad - k
     lo[0] = 0 if first <= 0 else (first + stride - 1) // stride
     hi[0] = 0 if last < 0 else last // stride + 1
     if hi[0] > out:

@@ -1,27 +1,175 @@
-"""2-D convolution: direct loops or im2col + BLAS. Mirrors fastnn/backends/numpy/conv.py.
+"""Convolution as im2col + GEMM, one image at a time. Mirrors fastnn/backends/numba/conv/im2col.py
+(the same algorithm in Numba) and fastnn/backends/numpy/conv.py (the whole-batch textbook version).
 
-Two ways to compute the same thing; the adapter (fastnn/backends/cython/conv.py) picks:
+For one image n, with K = C*KH*KW and P = OH*OW:
 
-* direct: few input channels (the 1-channel first layer of an MNIST net). The
-  im2col matrix would be C*KH*KW times the input for a GEMM with a tiny inner
-  dimension; looping over the filter taps instead keeps everything in cache. (Off by
-  default: see DIRECT_MAX_CHANNELS in the adapter for why.)
-* im2col + GEMM: the columns are laid out transposed, colT (C*KH*KW + 1, N*OH*OW), so
-  that im2col/col2im copy whole contiguous rows, with a row of ones that folds the bias
-  into the product; one GEMM per image, ``y[n] = [W2 | b] @ colT[:, n]``, writes NCHW
-  directly. (One GEMM for the whole batch, then a transpose, measured slower: about
-  8 ms against 2.4 ms for simple-cnn's first layer at 2 threads.)
+    colT (K, P)     colT[(c, i, j), oh*OW + ow] = x_padded[n, c, oh*stride + i, ow*stride + j]
+    y[n]  (F, P)  = W2 @ colT + b[:, None]          W2 = W.reshape(F, K)
+    dW    (F, K) += dy[n] @ colT.T                  summed over the images
+    dcol  (K, P)  = W2.T @ dy[n]                    then col2im adds dcol back into dx[n]
 
-``im2col`` / ``col2im`` themselves use the reference's layout, (N*OH*OW, C*KH*KW).
-Every loop over images runs in an OpenMP ``prange``; BLAS is only called outside them.
+Why one image and not the whole batch: the whole batch's columns are K x N*P floats (45 MB for
+deep-cnn's 16->16 layer at batch 100), written once and read back by the GEMM at memory speed.
+One image's columns (0.2-0.7 MB for the MNIST nets) stay in the core's L2 cache between being
+written and being multiplied.
+
+Threads: one OpenMP parallel region per call. The T threads take an even, contiguous share of
+the images each (chunk t: images t*N//T up to (t+1)*N//T), with their own column buffer
+cols[t], and call a single-threaded sgemm (fastnn.threads keeps BLAS at one thread while a
+compiled backend is active, so BLAS's threads never fight OpenMP's for the cores). The weight
+gradient is summed per chunk and the T partial sums are added once at the end, in chunk
+order: the result depends on T, never on timing.
+
+Padding is handled while the columns are built (zeros outside the image), so no padded copy
+of x is made and the forward cache keeps x itself; backward rebuilds the columns.
+
+``im2col`` / ``col2im`` at the bottom are the contract's whole-batch functions, in the
+reference's layout (N*OH*OW, C*KH*KW).
 """
 from cython cimport floating
-from cython.parallel cimport prange
+from cython.parallel cimport parallel, prange
+from libc.string cimport memcpy, memset
 
 from fastnn_ext._common cimport gemm, tap_range, threads_for, vsum
 
 
-# ------------------------------------------------------------- im2col / col2im (reference layout)
+def team_size(Py_ssize_t work, Py_ssize_t images):
+    """Threads (and so per-thread buffers) a kernel below uses for ``images`` images and
+    ``work`` multiply-adds: at most one per image, one for small work."""
+    return max(1, min(threads_for(work), images))
+
+
+# ------------------------------------------------------------------ one image's columns
+# Pointers and Py_ssize_t indices: the inner loops are then plain contiguous loops that the
+# compiler vectorises (with int indices, and Python's -fwrapv, it leaves them scalar).
+
+cdef void _columns_image(floating *col, const floating *x, int C, int H, int W, int kh, int kw,
+                         int stride, int pad, int OH, int OW) noexcept nogil:
+    # x (C, H, W) one image -> col (C*KH*KW, OH*OW)
+    # col[(c, i, j), oh*OW + ow] = x_padded[c, oh*stride + i, ow*stride + j]   (zero in the padding)
+    cdef Py_ssize_t c, i, j, oh, ow, h, lo, hi
+    cdef floating *dst
+    cdef const floating *src
+    for c in range(C):
+        for i in range(kh):
+            for j in range(kw):
+                tap_range(W, OW, j, stride, pad, &lo, &hi)
+                dst = col + ((c * kh + i) * kw + j) * OH * OW
+                for oh in range(OH):
+                    h = oh * stride + i - pad
+                    if h < 0 or h >= H:
+                        for ow in range(OW):
+                            dst[ow] = 0
+                    else:
+                        # dst[lo:hi] = x[c, h, lo*stride + j - pad : : stride]
+                        src = x + (c * H + h) * W
+                        for ow in range(lo):
+                            dst[ow] = 0
+                        if stride == 1:  # libc's memcpy uses the CPU's widest vectors
+                            memcpy(dst + lo, src + lo + j - pad, (hi - lo) * sizeof(floating))
+                        else:
+                            for ow in range(lo, hi):
+                                dst[ow] = src[ow * stride + j - pad]
+                        for ow in range(hi, OW):
+                            dst[ow] = 0
+                    dst += OW
+
+
+cdef void _add_columns_image(floating *dx, const floating *col, int C, int H, int W, int kh,
+                             int kw, int stride, int pad, int OH, int OW) noexcept nogil:
+    # col (C*KH*KW, OH*OW) -> dx (C, H, W), zeroed first: the adjoint of _columns_image
+    # dx_padded[c, oh*stride + i, ow*stride + j] += col[(c, i, j), oh*OW + ow]
+    cdef Py_ssize_t c, i, j, oh, ow, h, lo, hi
+    cdef floating *dst
+    cdef const floating *src
+    memset(dx, 0, C * H * W * sizeof(floating))
+    for c in range(C):
+        for i in range(kh):
+            for j in range(kw):
+                tap_range(W, OW, j, stride, pad, &lo, &hi)
+                src = col + ((c * kh + i) * kw + j) * OH * OW
+                for oh in range(OH):
+                    h = oh * stride + i - pad
+                    if 0 <= h < H:
+                        # dx[c, h, lo*stride + j - pad : : stride] += src[lo:hi]
+                        dst = dx + (c * H + h) * W
+                        if stride == 1:  # contiguous: the compiler vectorises it
+                            for ow in range(lo, hi):
+                                dst[ow + j - pad] += src[ow]
+                        else:
+                            for ow in range(lo, hi):
+                                dst[ow * stride + j - pad] += src[ow]
+                    src += OW
+
+
+# ------------------------------------------------------------------------ the convolution
+
+def conv2d_forward(floating[:, :, ::1] y, floating[:, :, ::1] cols,
+                   const floating[:, :, :, ::1] x, const floating[:, ::1] W2,
+                   const floating[::1] b, int kh, int kw, int stride, int pad):
+    # x (N, C, H, W), W2 (F, K), b (F,) -> y (N, F, P), K = C*KH*KW, P = OH*OW;
+    # cols (T, K, P) scratch: one column buffer per thread
+    cdef Py_ssize_t N = x.shape[0], F = W2.shape[0], T = cols.shape[0], t, n, f, p
+    cdef int K = W2.shape[1], P = y.shape[2], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef int OH = (x.shape[2] + 2 * pad - kh) // stride + 1
+    cdef int OW = (x.shape[3] + 2 * pad - kw) // stride + 1
+    if N == 0 or F == 0 or P == 0:
+        return
+    for t in prange(T, nogil=True, num_threads=T, schedule="static"):
+        for n in range(t * N // T, (t + 1) * N // T):
+            _columns_image(&cols[t, 0, 0], &x[n, 0, 0, 0], C, H, W, kh, kw, stride, pad, OH, OW)
+            # y[n] = b[:, None]
+            for f in range(F):
+                for p in range(P):
+                    y[n, f, p] = b[f]
+            # y[n] += W2 @ cols[t]
+            gemm(False, False, <int> F, P, K, 1, &W2[0, 0], K, &cols[t, 0, 0], P,
+                 1, &y[n, 0, 0], P)
+
+
+def conv2d_backward(floating[:, :, :, ::1] dx, floating[:, ::1] dW2, floating[::1] db,
+                    floating[:, :, ::1] cols, floating[:, :, ::1] dW_parts,
+                    floating[:, ::1] db_parts, const floating[:, :, ::1] dy,
+                    const floating[:, :, :, ::1] x, const floating[:, ::1] W2, int kh, int kw,
+                    int stride, int pad, bint need_dx):
+    # dy (N, F, P), x (N, C, H, W), W2 (F, K) -> dW2 (F, K), db (F,), and dx (N, C, H, W) if
+    # need_dx (else dx is not touched); scratch, one per thread: cols (T, K, P),
+    # dW_parts (T, F, K), db_parts (T, F)
+    cdef Py_ssize_t N = x.shape[0], F = W2.shape[0], T = cols.shape[0], t, n, f, g, u, k
+    cdef int K = W2.shape[1], P = dy.shape[2], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef int OH = (x.shape[2] + 2 * pad - kh) // stride + 1
+    cdef int OW = (x.shape[3] + 2 * pad - kw) // stride + 1
+    with nogil, parallel(num_threads=T):
+        for t in prange(T, schedule="static"):
+            memset(&dW_parts[t, 0, 0], 0, F * K * sizeof(floating))
+            memset(&db_parts[t, 0], 0, F * sizeof(floating))
+            for n in range(t * N // T, (t + 1) * N // T):
+                _columns_image(&cols[t, 0, 0], &x[n, 0, 0, 0], C, H, W, kh, kw, stride, pad, OH, OW)
+                # dW_parts[t] += dy[n] @ cols[t].T
+                gemm(False, True, <int> F, K, P, 1, &dy[n, 0, 0], P, &cols[t, 0, 0], P,
+                     1, &dW_parts[t, 0, 0], K)
+                # db_parts[t] += dy[n].sum(axis=1)
+                for f in range(F):
+                    db_parts[t, f] += vsum(&dy[n, f, 0], P)
+                if need_dx:
+                    # cols[t] = W2.T @ dy[n]   (the columns are spent: their buffer takes dcol)
+                    gemm(True, False, K, P, <int> F, 1, &W2[0, 0], K, &dy[n, 0, 0], P,
+                         0, &cols[t, 0, 0], P)
+                    # dx[n] = col2im(cols[t])
+                    _add_columns_image(&dx[n, 0, 0, 0], &cols[t, 0, 0], C, H, W, kh, kw, stride,
+                                       pad, OH, OW)
+        # dW2 = dW_parts.sum(axis=0); db = db_parts.sum(axis=0)   (in chunk order)
+        for g in prange(F, schedule="static"):
+            db[g] = db_parts[0, g]
+            for k in range(K):
+                dW2[g, k] = dW_parts[0, g, k]
+            for u in range(1, T):
+                db[g] += db_parts[u, g]
+                for k in range(K):
+                    dW2[g, k] += dW_parts[u, g, k]
+
+
+# ------------------------------------------- the contract's im2col / col2im (whole batch)
 
 cdef void _im2col_image(floating[:, ::1] col, const floating[:, :, :, ::1] x, Py_ssize_t n,
                         int kh, int kw, int stride, int pad, int OH, int OW) noexcept nogil:
@@ -59,10 +207,7 @@ cdef void _col2im_image(floating[:, :, :, ::1] dx, const floating[:, ::1] col, P
     cdef int C = dx.shape[1], H = dx.shape[2], W = dx.shape[3]
     cdef int oh, ow, c, i, j, h, w
     cdef Py_ssize_t row
-    for c in range(C):
-        for h in range(H):
-            for w in range(W):
-                dx[n, c, h, w] = 0
+    memset(&dx[n, 0, 0, 0], 0, C * H * W * sizeof(floating))
     # dx_padded[n, c, oh*stride + i, ow*stride + j] += col[(n, oh, ow), (c, i, j)]
     for oh in range(OH):
         for ow in range(OW):
@@ -87,246 +232,3 @@ def col2im(floating[:, :, :, ::1] dx, const floating[:, ::1] col, int kh, int kw
     for n in prange(N, nogil=True, num_threads=threads_for(col.shape[0] * col.shape[1]),
                     schedule="static"):
         _col2im_image(dx, col, n, kh, kw, stride, pad, OH, OW)
-
-
-# ------------------------------------------------------------------------- direct convolution
-
-cdef void _direct_forward_image(floating[:, :, :, ::1] y, const floating[:, :, :, ::1] x,
-                                const floating[:, :, :, ::1] Wt, const floating[::1] b,
-                                Py_ssize_t n, int stride, int pad) noexcept nogil:
-    cdef int F = Wt.shape[0], C = Wt.shape[1], KH = Wt.shape[2], KW = Wt.shape[3]
-    cdef int H = x.shape[2], W = x.shape[3], OH = y.shape[2], OW = y.shape[3]
-    cdef int f, c, i, j, oh, ow, h, lo, hi
-    cdef floating w
-    for f in range(F):
-        for oh in range(OH):
-            # y[n, f, oh, :] = b[f] + sum over taps of W[f, c, i, j] * x_padded[n, c, oh*s + i, j::s]
-            for ow in range(OW):
-                y[n, f, oh, ow] = b[f]
-            for c in range(C):
-                for i in range(KH):
-                    h = oh * stride + i - pad
-                    if h < 0 or h >= H:
-                        continue
-                    for j in range(KW):
-                        tap_range(W, OW, j, stride, pad, &lo, &hi)
-                        w = Wt[f, c, i, j]
-                        for ow in range(lo, hi):
-                            y[n, f, oh, ow] += w * x[n, c, h, ow * stride + j - pad]
-
-
-def conv2d_forward_direct(floating[:, :, :, ::1] y, const floating[:, :, :, ::1] x,
-                          const floating[:, :, :, ::1] W, const floating[::1] b, int stride,
-                          int pad):
-    # x (N, C, H, W), W (F, C, KH, KW), b (F,) -> y (N, F, OH, OW)
-    cdef Py_ssize_t N = x.shape[0], n
-    for n in prange(N, nogil=True, num_threads=threads_for(y.shape[0] * y.shape[1] * y.shape[2]
-                                                           * y.shape[3] * W.shape[1] * W.shape[2]
-                                                           * W.shape[3] // 8),
-                    schedule="static"):
-        _direct_forward_image(y, x, W, b, n, stride, pad)
-
-
-cdef void _direct_weight_grad_filter(floating[:, :, ::1] acc, const floating[:, :, :, ::1] dy,
-                                     const floating[:, :, :, ::1] x, Py_ssize_t f, int KH, int KW,
-                                     int stride, int pad) noexcept nogil:
-    # acc[f, tap, :] collects the products lane by lane (ow), so the adds vectorise;
-    # acc[f, C*KH*KW, :] collects dy itself, for db.
-    cdef int N = dy.shape[0], OH = dy.shape[2], OW = dy.shape[3]
-    cdef int C = x.shape[1], H = x.shape[2], W = x.shape[3], taps = C * KH * KW
-    cdef int n, c, i, j, oh, ow, h, lo, hi, t
-    for t in range(taps + 1):
-        for ow in range(OW):
-            acc[f, t, ow] = 0
-    for n in range(N):
-        for oh in range(OH):
-            for ow in range(OW):
-                acc[f, taps, ow] += dy[n, f, oh, ow]
-            for c in range(C):
-                for i in range(KH):
-                    h = oh * stride + i - pad
-                    if h < 0 or h >= H:
-                        continue
-                    for j in range(KW):
-                        tap_range(W, OW, j, stride, pad, &lo, &hi)
-                        t = (c * KH + i) * KW + j
-                        for ow in range(lo, hi):
-                            acc[f, t, ow] += dy[n, f, oh, ow] * x[n, c, h, ow * stride + j - pad]
-
-
-def conv2d_weight_grad_direct(floating[:, :, :, ::1] dW, floating[::1] db,
-                              floating[:, :, ::1] acc, const floating[:, :, :, ::1] dy,
-                              const floating[:, :, :, ::1] x, int stride, int pad):
-    # dy (N, F, OH, OW), x (N, C, H, W) -> dW (F, C, KH, KW), db (F,);
-    # acc (F, C*KH*KW + 1, OW) is scratch
-    cdef Py_ssize_t F = dW.shape[0], f
-    cdef int C = dW.shape[1], KH = dW.shape[2], KW = dW.shape[3], OW = dy.shape[3]
-    cdef int c, i, j
-    # dW[f, c, i, j] = sum over n, oh, ow of dy[n, f, oh, ow] * x_padded[n, c, oh*s + i, ow*s + j]
-    # db[f] = dy[:, f].sum()
-    for f in prange(F, nogil=True, num_threads=threads_for(dy.shape[0] * dy.shape[1] * dy.shape[2]
-                                                           * dy.shape[3] * (acc.shape[1]) // 8),
-                    schedule="static"):
-        _direct_weight_grad_filter(acc, dy, x, f, KH, KW, stride, pad)
-    with nogil:
-        for f in range(F):
-            for c in range(C):
-                for i in range(KH):
-                    for j in range(KW):
-                        dW[f, c, i, j] = vsum(&acc[f, (c * KH + i) * KW + j, 0], OW)
-            db[f] = vsum(&acc[f, C * KH * KW, 0], OW)
-
-
-cdef void _direct_input_grad_image(floating[:, :, :, ::1] dx, const floating[:, :, :, ::1] dy,
-                                   const floating[:, :, :, ::1] Wt, Py_ssize_t n, int stride,
-                                   int pad) noexcept nogil:
-    cdef int F = Wt.shape[0], C = Wt.shape[1], KH = Wt.shape[2], KW = Wt.shape[3]
-    cdef int H = dx.shape[2], W = dx.shape[3], OH = dy.shape[2], OW = dy.shape[3]
-    cdef int f, c, i, j, oh, ow, h, w, lo, hi
-    cdef floating wt
-    for c in range(C):
-        for h in range(H):
-            for w in range(W):
-                dx[n, c, h, w] = 0
-    # dx_padded[n, c, oh*s + i, ow*s + j] += W[f, c, i, j] * dy[n, f, oh, ow]
-    for f in range(F):
-        for oh in range(OH):
-            for c in range(C):
-                for i in range(KH):
-                    h = oh * stride + i - pad
-                    if h < 0 or h >= H:
-                        continue
-                    for j in range(KW):
-                        tap_range(W, OW, j, stride, pad, &lo, &hi)
-                        wt = Wt[f, c, i, j]
-                        for ow in range(lo, hi):
-                            dx[n, c, h, ow * stride + j - pad] += wt * dy[n, f, oh, ow]
-
-
-def conv2d_input_grad_direct(floating[:, :, :, ::1] dx, const floating[:, :, :, ::1] dy,
-                             const floating[:, :, :, ::1] W, int stride, int pad):
-    # dy (N, F, OH, OW), W (F, C, KH, KW) -> dx (N, C, H, W)
-    cdef Py_ssize_t N = dx.shape[0], n
-    for n in prange(N, nogil=True, num_threads=threads_for(dy.shape[0] * dy.shape[1] * dy.shape[2]
-                                                           * dy.shape[3] * W.shape[1] * W.shape[2]
-                                                           * W.shape[3] // 8),
-                    schedule="static"):
-        _direct_input_grad_image(dx, dy, W, n, stride, pad)
-
-
-# ------------------------------------------------------------ im2col + GEMM (transposed columns)
-
-cdef void _im2col_t_image(floating[:, ::1] colT, const floating[:, :, :, ::1] x, Py_ssize_t n,
-                          int kh, int kw, int stride, int pad, int OH, int OW) noexcept nogil:
-    cdef int C = x.shape[1], H = x.shape[2], W = x.shape[3]
-    cdef int c, i, j, oh, ow, h, lo, hi
-    cdef Py_ssize_t row, base
-    # colT[(c, i, j), (n, oh, ow)] = x_padded[n, c, oh*stride + i, ow*stride + j]
-    for c in range(C):
-        for i in range(kh):
-            for j in range(kw):
-                row = (c * kh + i) * kw + j
-                tap_range(W, OW, j, stride, pad, &lo, &hi)
-                for oh in range(OH):
-                    base = (n * OH + oh) * OW
-                    h = oh * stride + i - pad
-                    if h < 0 or h >= H:
-                        for ow in range(OW):
-                            colT[row, base + ow] = 0
-                        continue
-                    for ow in range(lo):
-                        colT[row, base + ow] = 0
-                    for ow in range(lo, hi):
-                        colT[row, base + ow] = x[n, c, h, ow * stride + j - pad]
-                    for ow in range(hi, OW):
-                        colT[row, base + ow] = 0
-
-
-cdef void _col2im_t_image(floating[:, :, :, ::1] dx, const floating[:, ::1] dcolT, Py_ssize_t n,
-                          int kh, int kw, int stride, int pad, int OH, int OW) noexcept nogil:
-    cdef int C = dx.shape[1], H = dx.shape[2], W = dx.shape[3]
-    cdef int c, i, j, oh, ow, h, w, lo, hi
-    cdef Py_ssize_t row, base
-    for c in range(C):
-        for h in range(H):
-            for w in range(W):
-                dx[n, c, h, w] = 0
-        # dx_padded[n, c, oh*stride + i, ow*stride + j] += dcolT[(c, i, j), (n, oh, ow)]
-        for i in range(kh):
-            for j in range(kw):
-                row = (c * kh + i) * kw + j
-                tap_range(W, OW, j, stride, pad, &lo, &hi)
-                for oh in range(OH):
-                    h = oh * stride + i - pad
-                    if h < 0 or h >= H:
-                        continue
-                    base = (n * OH + oh) * OW
-                    for ow in range(lo, hi):
-                        dx[n, c, h, ow * stride + j - pad] += dcolT[row, base + ow]
-
-
-# ------------------------------------------- im2col + one GEMM per image, bias folded in
-
-def conv2d_forward_images(floating[:, :, ::1] y, floating[:, ::1] colT, floating[:, ::1] W_ext,
-                          const floating[:, :, :, ::1] x, const floating[:, ::1] W2,
-                          const floating[::1] b, int kh, int kw, int stride, int pad):
-    # x (N, C, H, W), W2 (F, K), b (F,) -> y (N, F, OH*OW), K = C*KH*KW;
-    # colT (K + 1, N*OH*OW) is kept for the backward pass, its last row all ones, so that
-    # W_ext = [W2 | b] (F, K + 1, scratch) adds the bias inside the GEMM
-    cdef Py_ssize_t N = x.shape[0], F = W2.shape[0], P = y.shape[2], n, f, k, p
-    cdef int K = W2.shape[1], NP = <int> (N * P)
-    cdef int OH = (x.shape[2] + 2 * pad - kh) // stride + 1
-    cdef int OW = (x.shape[3] + 2 * pad - kw) // stride + 1
-    if N == 0 or F == 0 or P == 0:
-        return
-    with nogil:
-        # W_ext = np.hstack([W2, b[:, None]])
-        for f in range(F):
-            for k in range(K):
-                W_ext[f, k] = W2[f, k]
-            W_ext[f, K] = b[f]
-        # colT[:K] = im2col(x).T; colT[K] = 1
-        for n in prange(N, num_threads=threads_for(colT.shape[0] * colT.shape[1]),
-                        schedule="static"):
-            _im2col_t_image(colT, x, n, kh, kw, stride, pad, OH, OW)
-            for p in range(P):
-                colT[K, n * P + p] = 1
-        # y[n] = W_ext @ colT[:, n*P:(n+1)*P]   (lands in NCHW: no transpose; BLAS outside prange)
-        for n in range(N):
-            gemm(False, False, <int> F, <int> P, K + 1, 1, &W_ext[0, 0], K + 1,
-                 &colT[0, n * P], NP, 0, &y[n, 0, 0], <int> P)
-
-
-def conv2d_weight_grad_images(floating[:, ::1] dW2, floating[::1] db, floating[:, ::1] dW_ext,
-                              const floating[:, :, ::1] dy, const floating[:, ::1] colT):
-    # dy (N, F, OH*OW), colT (K + 1, N*OH*OW) -> dW2 (F, K), db (F,); dW_ext (F, K + 1) scratch
-    cdef Py_ssize_t N = dy.shape[0], F = dy.shape[1], P = dy.shape[2], n, f, k
-    cdef int K = dW2.shape[1], NP = <int> colT.shape[1]
-    with nogil:
-        # dW_ext = sum over n of dy[n] @ colT[:, n*P:(n+1)*P].T   (its last column is db)
-        for n in range(N):
-            gemm(False, True, <int> F, K + 1, <int> P, 1, &dy[n, 0, 0], <int> P,
-                 &colT[0, n * P], NP, 0 if n == 0 else 1, &dW_ext[0, 0], K + 1)
-        for f in range(F):
-            for k in range(K):
-                dW2[f, k] = dW_ext[f, k]
-            db[f] = dW_ext[f, K] if N > 0 else 0
-
-
-def conv2d_input_grad_images(floating[:, :, :, ::1] dx, floating[:, ::1] dcolT,
-                             const floating[:, :, ::1] dy, const floating[:, ::1] W2, int kh,
-                             int kw, int stride, int pad):
-    # dy (N, F, OH*OW), W2 (F, K) -> dx (N, C, H, W); dcolT (K, N*OH*OW) is scratch
-    cdef Py_ssize_t N = dy.shape[0], F = dy.shape[1], P = dy.shape[2], n
-    cdef int K = W2.shape[1], NP = <int> dcolT.shape[1]
-    cdef int OH = (dx.shape[2] + 2 * pad - kh) // stride + 1
-    cdef int OW = (dx.shape[3] + 2 * pad - kw) // stride + 1
-    with nogil:
-        # dcolT[:, n*P:(n+1)*P] = W2.T @ dy[n]
-        for n in range(N):
-            gemm(True, False, K, <int> P, <int> F, 1, &W2[0, 0], K, &dy[n, 0, 0], <int> P,
-                 0, &dcolT[0, n * P], NP)
-        # dx = col2im(dcolT.T)
-        for n in prange(N, num_threads=threads_for(dcolT.shape[0] * dcolT.shape[1]),
-                        schedule="static"):
-            _col2im_t_image(dx, dcolT, n, kh, kw, stride, pad, OH, OW)

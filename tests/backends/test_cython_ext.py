@@ -1,6 +1,8 @@
 """The cython backend's own checks: the extension really is compiled, a missing one
 fails loudly with the command that builds it, and the paths the generic agreement suite
-does not reach (direct convolution with stride/padding, float64, GEMM vs direct)."""
+does not reach: every convolution algorithm (forced) on odd shapes, strided and padded, in
+float32 and float64; the OpenMP split of the dense GEMMs on sizes that split unevenly; scratch
+that does not grow with the batch."""
 import importlib
 import importlib.machinery
 import os
@@ -10,13 +12,15 @@ import textwrap
 
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_limits
 
 from fastnn.errors import ShapeError
 
 from ..conftest import IN_CI, load_or_skip
-from .agree import assert_close
+from .agree import forced_conv_algorithm, noncontiguous
 
-EXTENSION_MODULES = ("_activation", "_arrays", "_conv", "_dense", "_loss", "_optim", "_pool")
+EXTENSION_MODULES = ("_activation", "_arrays", "_conv", "_conv_direct", "_dense", "_loss", "_optim",
+                     "_pool", "_winograd")
 
 
 @pytest.fixture
@@ -28,6 +32,14 @@ def K():
 def reference():
     from fastnn import backends
     return backends.load("numpy")
+
+
+@pytest.fixture
+def two_threads():
+    """The thread policy of a compiled backend (fastnn.threads): BLAS on one thread, OpenMP on
+    two, so the kernels' own parallel splits run (their chunks of work are uneven below)."""
+    with threadpool_limits(1, user_api="blas"), threadpool_limits(2, user_api="openmp"):
+        yield
 
 
 @pytest.mark.parametrize("name", EXTENSION_MODULES)
@@ -93,32 +105,124 @@ def randn(rng, *shape, dtype=np.float32):
     return rng.standard_normal(shape).astype(dtype)
 
 
-# (N, C, H, W, F, K, stride, pad): every case runs through every path of the cython conv
+# (N, C, H, W, F, K, stride, pad): every case runs through every algorithm of the cython conv
 CONV_CASES = [
-    (2, 1, 11, 9, 4, 3, 2, 1),   # one channel, stride 2, padding
-    (3, 1, 8, 8, 5, 5, 1, 2),    # one channel, padding as wide as the kernel allows
-    (2, 3, 7, 6, 4, 2, 3, 1),    # stride larger than the kernel
-    (1, 2, 5, 5, 3, 5, 1, 0),    # one output pixel
+    (2, 1, 11, 9, 4, 3, 2, 1),     # one channel, stride 2, padding
+    (3, 1, 8, 8, 5, 5, 1, 2),      # one channel, padding as wide as the kernel allows
+    (2, 3, 7, 6, 4, 2, 3, 1),      # stride larger than the kernel
+    (1, 2, 5, 5, 3, 5, 1, 0),      # batch 1, one output pixel
+    (5, 16, 9, 11, 7, 3, 2, 2),    # odd sizes, stride 2 with pad 2; 5 images on 2 threads
+    (3, 32, 10, 10, 6, 3, 1, 2),   # deep-cnn's pad-2 layer, smaller; 3 images on 2 threads
+    (1, 64, 6, 7, 8, 3, 1, 1),     # 64 channels, batch 1
+    (4, 8, 6, 5, 3, 1, 1, 0),      # 1x1 kernel
 ]
 
 
-@pytest.mark.parametrize("case", CONV_CASES)
-@pytest.mark.parametrize("path", ["direct", "images"])
+def _tolerance(dtype, length):
+    """float64: tight; float32: tests/backends/agree.py's, atol widened by sqrt(sum length)."""
+    if dtype == np.float64:
+        return dict(rtol=1e-10, atol=1e-10)
+    return dict(rtol=2e-4, atol=2e-5 * np.sqrt(length))
+
+
+def _applies(algorithm, case):
+    """Where each algorithm applies (Winograd: 3x3, stride 1, pad <= 2; the others everywhere)."""
+    _, _, _, _, _, k, s, p = case
+    return k == 3 and s == 1 and p <= 2 if algorithm.startswith("winograd") else True
+
+
+ALGORITHM_CASES = [(a, case) for a in ("im2col", "direct", "winograd", "winograd4") for case in CONV_CASES
+                   if _applies(a, case)]
+
+
+@pytest.mark.parametrize("algorithm,case", ALGORITHM_CASES)
+@pytest.mark.parametrize("layout", ["contiguous", "strided"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_conv_paths(K, reference, rng, monkeypatch, case, path, dtype):
-    from fastnn.backends.cython import conv
+def test_conv_algorithms(K, reference, rng, two_threads, algorithm, case, layout, dtype):
     n, c, h, w, f, k, s, p = case
-    monkeypatch.setattr(conv, "DIRECT_MAX_CHANNELS", c if path == "direct" else 0)
     x, W, b = randn(rng, n, c, h, w, dtype=dtype), randn(rng, f, c, k, k, dtype=dtype), randn(rng, f, dtype=dtype)
-    y, cache = K.conv2d_forward(x, W, b, s, p)
     want_y, want_cache = reference.conv2d_forward(x, W, b, s, p)
-    assert y.dtype == dtype and cache[0] == path
-    tol = dict(rtol=1e-10, atol=1e-10) if dtype == np.float64 else dict(rtol=2e-4, atol=1e-4)
-    np.testing.assert_allclose(y, want_y, **tol)
     dy = randn(rng, *want_y.shape, dtype=dtype)
-    for got, want in zip(K.conv2d_backward(dy, cache), reference.conv2d_backward(dy, want_cache)):
-        assert got.dtype == dtype
-        np.testing.assert_allclose(got, want, **tol)
+    want = reference.conv2d_backward(dy, want_cache)
+    if layout == "strided":
+        x, W, dy = noncontiguous(x), noncontiguous(W), noncontiguous(dy)
+    inputs = [a.copy() for a in (x, W, b, dy)]
+    with forced_conv_algorithm(algorithm):
+        assert K.conv2d_algorithm(x.shape, W.shape, s, p) == algorithm
+        y, cache = K.conv2d_forward(x, W, b, s, p)
+    assert y.dtype == dtype and cache[0] == algorithm
+    np.testing.assert_allclose(y, want_y, **_tolerance(dtype, c * k * k), err_msg="y")
+    got = K.conv2d_backward(dy, cache)
+    lengths = {"dx": f * k * k, "dW": dy.size / f, "db": dy.size / f}
+    for g, wnt, name in zip(got, want, ("dx", "dW", "db")):
+        assert g.shape == wnt.shape and g.dtype == dtype, name
+        np.testing.assert_allclose(g, wnt, **_tolerance(dtype, lengths[name]), err_msg=name)
+    dx, dW, db = K.conv2d_backward(dy, cache, need_dx=False)
+    assert dx is None
+    if algorithm in ("im2col", "direct"):  # the same loops in the same order: bit for bit
+        np.testing.assert_array_equal(dW, got[1])
+        np.testing.assert_array_equal(db, got[2])
+    np.testing.assert_allclose(dW, want[1], **_tolerance(dtype, lengths["dW"]), err_msg="dW without dx")
+    for before, after in zip(inputs, (x, W, b, dy)):
+        np.testing.assert_array_equal(after, before, err_msg="a kernel wrote into its input")
+
+
+def test_forced_algorithm_that_does_not_apply_falls_back(K):
+    from fastnn.backends.cython import conv
+    automatic = K.conv2d_algorithm((8, 4, 9, 9), (6, 4, 3, 3), 2, 1)
+    with forced_conv_algorithm("winograd"):  # Winograd F(2x2, 3x3) needs stride 1
+        assert K.conv2d_algorithm((8, 4, 9, 9), (6, 4, 3, 3), 2, 1) == automatic
+    for name in conv.CONV_ALGORITHMS:
+        with forced_conv_algorithm(name):
+            assert K.conv2d_algorithm((64, 32, 26, 26), (64, 32, 3, 3), 1, 0) == name
+
+
+def test_conv_is_deterministic(K, rng, two_threads):
+    # the weight gradient is summed per thread and the partial sums added in a fixed order
+    x, W, b = randn(rng, 7, 16, 12, 12), randn(rng, 8, 16, 3, 3), randn(rng, 8)
+    with forced_conv_algorithm("im2col"):
+        y, cache = K.conv2d_forward(x, W, b, 1, 1)
+    dy = randn(rng, *y.shape)
+    first = K.conv2d_backward(dy, cache)
+    for _ in range(3):
+        for a, b_ in zip(K.conv2d_backward(dy, cache), first):
+            np.testing.assert_array_equal(a, b_)
+
+
+def test_conv_scratch_does_not_grow_with_the_batch(K, rng, two_threads):
+    # the kernels' work arrays hold one image (or one cache-sized unit of work) per thread,
+    # never the batch: past a few images per thread, a bigger batch needs no more scratch
+    from fastnn.backends.cython import _prep, conv
+    W, b = randn(rng, 8, 4, 3, 3), randn(rng, 8)
+
+    def scratch_after(n):
+        x = randn(rng, n, 4, 10, 10)
+        for name in conv.CONV_ALGORITHMS:
+            with forced_conv_algorithm(name):
+                y, cache = K.conv2d_forward(x, W, b, 1, 1)
+            K.conv2d_backward(np.ones_like(y), cache)
+        return {role: a.nbytes for role, a in _prep._work.pool.items()}
+
+    assert scratch_after(512) == scratch_after(64)
+
+
+# (N, D, M) that split unevenly over 2 threads: one row, 3 rows, odd D and M; big enough that
+# the kernels do use both threads (see PARALLEL_MIN in fastnn_ext/_common.pxd)
+DENSE_CASES = [(1, 4099, 33), (3, 2001, 17), (7, 999, 37), (2, 17, 1), (5, 0, 3), (0, 6, 4)]
+
+
+@pytest.mark.parametrize("case", DENSE_CASES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dense_parallel_split(K, reference, rng, two_threads, case, dtype):
+    n, d, m = case
+    x, W, b = randn(rng, n, d, dtype=dtype), randn(rng, d, m, dtype=dtype), randn(rng, m, dtype=dtype)
+    dy = randn(rng, n, m, dtype=dtype)
+    y = K.dense_forward(x, W, b)
+    assert y.dtype == dtype
+    np.testing.assert_allclose(y, reference.dense_forward(x, W, b), **_tolerance(dtype, d))
+    for got, want, length in zip(K.dense_backward(dy, x, W), reference.dense_backward(dy, x, W), (m, n, n)):
+        assert got.dtype == dtype and got.shape == want.shape
+        np.testing.assert_allclose(got, want, **_tolerance(dtype, length))
 
 
 def test_float64_everywhere(K, reference, rng):

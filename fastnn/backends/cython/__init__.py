@@ -6,7 +6,8 @@ from ... import config
 
 config.quiet_idle_blas_threads()  # before fastnn_ext loads SciPy's BLAS (see config.py)
 try:
-    from fastnn_ext import _activation, _arrays, _conv, _dense, _loss, _optim, _pool  # noqa: F401
+    from fastnn_ext import (_activation, _arrays, _conv, _conv_direct, _dense, _loss,  # noqa: F401
+                            _optim, _pool, _winograd)
 except ImportError as e:
     from ...errors import BackendUnavailableError
 
@@ -20,7 +21,7 @@ from .activation import (dropout_backward, dropout_forward, dropout_mask, relu_b
                          relu_forward, sigmoid_backward, sigmoid_forward, tanh_backward,
                          tanh_forward)
 from .arrays import gather, to_device, to_host, zeros
-from .conv import col2im, conv2d_backward, conv2d_forward, im2col
+from .conv import CONV_ALGORITHMS, col2im, conv2d_algorithm, conv2d_backward, conv2d_forward, im2col
 from .dense import dense_backward, dense_forward
 from .loss import (count_correct, mse_loss, mse_loss_backward, softmax, softmax_cross_entropy,
                    softmax_cross_entropy_backward)
@@ -31,3 +32,6 @@ from .optim import (adadelta_update, adagrad_update, adam_update, momentum_updat
 from .pool import avgpool2d_backward, avgpool2d_forward, maxpool2d_backward, maxpool2d_forward
 
 NAME = "cython"
+
+from ... import threads  # noqa: E402
+threads.apply(NAME)  # BLAS single-threaded from now on: the kernels call it inside OpenMP loops

@@ -1,20 +1,114 @@
-"""Convolution: im2col + BLAS (direct loops for few input channels when enabled below).
-Mirrors ../numpy/conv.py via fastnn_ext/_conv.pyx (whose docstring explains both ways).
+"""Convolution with Cython: the algorithms behind the contract, and the one function that
+chooses between them per layer shape. Mirrors fastnn/backends/numba/conv/__init__.py; what
+every algorithm computes is fastnn/backends/numpy/conv.py.
+
+=============  ==================================================  ===========================
+algorithm      what it does (kernels)                              where it applies
+=============  ==================================================  ===========================
+``im2col``     one image's columns in L2, one sgemm per image      any shape
+               (fastnn_ext/_conv.pyx)
+``direct``     every filter tap a vectorised multiply-add along    any shape
+               an output row (fastnn_ext/_conv_direct.pyx)
+``winograd``   F(2x2, 3x3): 16 multiplies where im2col does 36     3x3, stride 1, pad <= 2
+               (fastnn_ext/_winograd.pyx)
+``winograd4``  F(4x4, 3x3): 36 multiplies where im2col does 144    3x3, stride 1, pad <= 2
+=============  ==================================================  ===========================
+
+``conv2d_algorithm`` is the choice (like cuDNN's algorithm choice); FASTNN_CONV_ALGO forces one
+algorithm wherever it applies (tests run every algorithm that way). The cache is opaque to the
+layer: it names the algorithm, so backward runs the same one, and keeps x itself (not columns).
 """
 import numpy as np
 
-from fastnn_ext import _conv
+from fastnn_ext import _conv, _conv_direct
 
+from ... import config
 from ..numpy.conv import output_size
-from ._prep import Recycled, floats, work
+from . import winograd
+from ._prep import floats, work
 
-# Input channels up to which the direct convolution is used. 0: never, measured. A portable
-# build compiles the direct loops for baseline x86-64 (SSE2, 4 floats at a time), while
-# BLAS picks AVX2/AVX-512 kernels at run time, so even the 1-channel first layer is faster
-# as im2col + GEMM here (simple-cnn conv1 forward 2.9 ms vs 25 ms direct, 1 thread).
-# The direct kernels stay, tested (tests/backends/test_cython_ext.py), for builds with
-# CFLAGS=-march=native, where they may win: set this to 1 to try.
-DIRECT_MAX_CHANNELS = 0
+# The algorithms this backend implements (tests force each one with FASTNN_CONV_ALGO).
+CONV_ALGORITHMS = ("im2col", "direct", "winograd", "winograd4")
+WINOGRAD_TILE = {"winograd": 2, "winograd4": 4}  # m of F(m x m, 3x3)
+
+
+def applies(algorithm, x_shape, w_shape, stride, pad):
+    """Whether ``algorithm`` can compute this convolution."""
+    if algorithm in WINOGRAD_TILE:
+        return winograd.applies(x_shape, w_shape, stride, pad)
+    return algorithm in CONV_ALGORITHMS
+
+
+def conv2d_algorithm(x_shape, w_shape, stride, pad):
+    """The algorithm this backend runs for x (N, C, H, W) and W (F, C, KH, KW).
+
+    FASTNN_CONV_ALGO (config.conv_algorithm) forces one where it applies. Otherwise, measured on
+    this project's machine (2 cores, AVX-512; BLAS 1 thread, OpenMP 2; portable build; forward
+    ms, median, at the nets' batch sizes):
+
+    * 1 input channel (the first layers): im2col. pytorch-net conv1 0.35 ms, winograd 0.84,
+      direct 1.9 (deep-cnn conv1: 0.26, 0.73, 1.7). im2col's GEMM has an inner dimension of only
+      9 here, but the direct loops (a multiply-add per tap along 26-28-wide rows) are 5-7x
+      slower, and no faster with FASTNN_NATIVE=1.
+    * several channels, 3x3 stride 1: winograd, F(2x2, 3x3). pytorch-net conv2
+      6.2 ms against im2col's 9.2; deep-cnn's other five: 1.0-2.5 ms against 1.4-4.8 (backward
+      as fast as im2col for pytorch-net conv2, 1.2-1.7x faster for the rest). The direct loops
+      are 5-20x slower than im2col on these layers. F(4x4, 3x3) ("winograd4", the numba
+      backend's choice for 24x24 maps and up) is slower here than F(2x2): the portable build's
+      transforms are 4-wide SSE2.
+    * everything else (strides, other kernel sizes): im2col, which applies to any shape.
+    """
+    forced = config.conv_algorithm()
+    if forced != "auto" and applies(forced, x_shape, w_shape, stride, pad):
+        return forced
+    if x_shape[1] > 1 and applies("winograd", x_shape, w_shape, stride, pad):
+        return "winograd"
+    return "im2col"
+
+
+def conv2d_forward(x, W, b, stride, pad):
+    # x (N, C, H, W), W (F, C, KH, KW), b (F,) -> y (N, F, OH, OW)
+    x, W, b = floats(x, W, b)
+    algorithm = conv2d_algorithm(x.shape, W.shape, stride, pad)
+    if algorithm in WINOGRAD_TILE:
+        return winograd.forward(x, W, b, pad, m=WINOGRAD_TILE[algorithm]), (algorithm, x, W, stride, pad)
+    N, C, H, Wd = x.shape
+    F, _, KH, KW = W.shape
+    OH, OW = output_size(H, KH, stride, pad), output_size(Wd, KW, stride, pad)
+    y = np.empty((N, F, OH, OW), dtype=x.dtype)
+    if algorithm == "direct":
+        _conv_direct.conv2d_forward(y, x, W, b, stride, pad)
+    else:
+        K, P = C * KH * KW, OH * OW
+        T = _conv.team_size(N * F * K * P, N)
+        cols = work("cols", (T, K, P), x.dtype)  # one image's columns per thread
+        _conv.conv2d_forward(y.reshape(N, F, P), cols, x, W.reshape(F, K), b, KH, KW, stride, pad)
+    return y, (algorithm, x, W, stride, pad)
+
+
+def conv2d_backward(dy, cache, need_dx=True):
+    # dy (N, F, OH, OW) -> dx (N, C, H, W) or None, dW (F, C, KH, KW), db (F,)
+    algorithm, x, W, stride, pad = cache
+    dy = np.ascontiguousarray(dy, dtype=W.dtype)
+    if algorithm in WINOGRAD_TILE:
+        return winograd.backward(dy, x, W, pad, need_dx, m=WINOGRAD_TILE[algorithm])
+    N, F, OH, OW = dy.shape
+    _, C, KH, KW = W.shape
+    K, P = C * KH * KW, OH * OW
+    dW, db = np.empty_like(W), np.empty(F, dtype=W.dtype)
+    dx = np.empty_like(x) if need_dx else None
+    dx_out = dx if need_dx else np.empty((0, 0, 0, 0), W.dtype)  # need_dx False: never touched
+    if algorithm == "direct":
+        acc = work("acc", (F, K + 1, OW), W.dtype)  # per-filter partial sums, lane by lane
+        _conv_direct.conv2d_backward(dx_out, dW, db, acc, dy, x, W, stride, pad, need_dx)
+    else:
+        T = _conv.team_size(N * F * K * P, N)
+        cols = work("cols", (T, K, P), W.dtype)  # one image's columns per thread, then its dcol
+        dW_parts, db_parts = work("dW_parts", (T, F, K), W.dtype), work("db_parts", (T, F), W.dtype)
+        _conv.conv2d_backward(dx_out, dW.reshape(F, K), db, cols, dW_parts, db_parts,
+                              dy.reshape(N, F, P), x, W.reshape(F, K), KH, KW, stride, pad, need_dx)
+    return dx, dW, db
+
 
 def im2col(x, kh, kw, stride, pad):
     # x (N, C, H, W) -> col (N*OH*OW, C*KH*KW), rows ordered (n, oh, ow), columns (c, i, j)
@@ -32,50 +126,3 @@ def col2im(col, x_shape, kh, kw, stride, pad):
     dx = np.empty(tuple(x_shape), dtype=col.dtype)
     _conv.col2im(dx, col, kh, kw, stride, pad)
     return dx
-
-
-def conv2d_forward(x, W, b, stride, pad):
-    # x (N, C, H, W), W (F, C, KH, KW), b (F,) -> y (N, F, OH, OW)
-    x, W, b = floats(x, W, b)
-    N, C, H, Wd = x.shape
-    F, _, KH, KW = W.shape
-    OH, OW = output_size(H, KH, stride, pad), output_size(Wd, KW, stride, pad)
-    y = np.empty((N, F, OH, OW), dtype=x.dtype)
-    if C <= DIRECT_MAX_CHANNELS:
-        _conv.conv2d_forward_direct(y, x, W, b, stride, pad)
-        return y, ("direct", x, W, stride, pad)
-    # one GEMM per image, y[n] = [W | b] @ colT[n], written as NCHW (see fastnn_ext/_conv.pyx)
-    colT = Recycled((C * KH * KW + 1, N * OH * OW), x.dtype)  # kept for the backward pass
-    W_ext = work("W_ext", (F, C * KH * KW + 1), x.dtype)
-    _conv.conv2d_forward_images(y.reshape(N, F, OH * OW), colT.array, W_ext, x,
-                                W.reshape(F, -1), b, KH, KW, stride, pad)
-    return y, ("images", x.shape, colT, W, stride, pad)
-
-
-def conv2d_backward(dy, cache, need_dx=True):
-    # dy (N, F, OH, OW) -> dx (N, C, H, W) or None, dW (F, C, KH, KW), db (F,)
-    how, *rest = cache
-    W = rest[1] if how == "direct" else rest[2]
-    dy = np.ascontiguousarray(dy, dtype=W.dtype)
-    N, F, OH, OW = dy.shape
-    dW, db = np.empty_like(W), np.empty(F, dtype=W.dtype)
-    if how == "direct":
-        x, W, stride, pad = rest
-        acc = work("acc", (F, W[0].size + 1, OW), W.dtype)  # per-filter partial sums
-        _conv.conv2d_weight_grad_direct(dW, db, acc, dy, x, stride, pad)
-        if not need_dx:
-            return None, dW, db
-        dx = np.empty_like(x)
-        _conv.conv2d_input_grad_direct(dx, dy, W, stride, pad)
-        return dx, dW, db
-    x_shape, colT, W, stride, pad = rest
-    _, _, KH, KW = W.shape
-    dy3 = dy.reshape(N, F, OH * OW)
-    dW_ext = work("dW_ext", (F, W[0].size + 1), W.dtype)
-    _conv.conv2d_weight_grad_images(dW.reshape(F, -1), db, dW_ext, dy3, colT.array)
-    if not need_dx:
-        return None, dW, db
-    dx = np.empty(x_shape, dtype=W.dtype)
-    dcolT = work("dcolT", (W[0].size, N * OH * OW), W.dtype)
-    _conv.conv2d_input_grad_images(dx, dcolT, dy3, W.reshape(F, -1), KH, KW, stride, pad)
-    return dx, dW, db
