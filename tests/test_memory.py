@@ -1,0 +1,41 @@
+"""Memory: scratch is sized to the work unit (an image, a group of tiles), never to the batch,
+and inference keeps no backward state."""
+import numpy as np
+import pytest
+
+from fastnn import backends, models
+from fastnn.errors import ShapeError
+
+from .conftest import load_or_skip
+
+
+def scratch_bytes():
+    from fastnn.backends.numba import _common
+    return sum(buf.nbytes for buf in _common._scratch.values())
+
+
+@pytest.mark.parametrize("model", ["pytorch-net", "deep-cnn"])
+def test_inference_at_batch_1000_holds_no_batch_sized_memory(model):
+    load_or_skip("numba")
+    backends.use("numba")
+    net = models.build(model, seed=0)
+    x = np.random.default_rng(0).random((1000, 1, 28, 28), dtype=np.float32)
+    before = scratch_bytes()
+    small = net.forward(x[:10], train=False)
+    after_small = scratch_bytes()
+    big = net.forward(x, train=False)
+    # the batch grew 100x; the scratch its kernels asked for did not grow at all
+    assert scratch_bytes() - before <= max(after_small - before, 0) + 1
+    assert scratch_bytes() < 32 << 20
+    np.testing.assert_allclose(big[:10], small, rtol=1e-5, atol=1e-6)
+    for layer in net.layers:  # no layer keeps its input, output or cache after inference
+        for name in ("x", "y", "cache", "mask"):
+            assert getattr(layer, name, None) is None, f"{layer.name}.{name} kept after inference"
+
+
+def test_backward_after_inference_is_a_clear_error():
+    backends.use("numpy")
+    net = models.build("simple-cnn", seed=0)
+    y = net.forward(np.zeros((2, 1, 28, 28), np.float32), train=False)
+    with pytest.raises(ShapeError, match="train=False"):
+        net.backward(np.ones_like(y))
