@@ -58,3 +58,13 @@ def test_importing_fastnn_loads_no_backend():
             "print(any(m.startswith(f'fastnn.backends.{name}') for m in sys.modules for name in c.BACKENDS))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_conv_algorithm_setting(monkeypatch):
+    monkeypatch.delenv("FASTNN_CONV_ALGO", raising=False)
+    assert config.conv_algorithm() == "auto"
+    monkeypatch.setenv("FASTNN_CONV_ALGO", " Winograd4 ")
+    assert config.conv_algorithm() == "winograd4"
+    monkeypatch.setenv("FASTNN_CONV_ALGO", "fft")
+    with pytest.raises(ConfigError, match="FASTNN_CONV_ALGO='fft': choose one of auto, im2col"):
+        config.conv_algorithm()

@@ -1,20 +1,20 @@
 """The Numba CPU backend: every contract kernel compiled with ``@njit(cache=True)``.
 
-Parallel loops (``prange``) run on Numba's threads; matrix products call BLAS through
-``np.dot`` and never from inside a prange loop, so the two thread pools take turns instead
-of oversubscribing the cores. ``fastnn.threads.set_threads`` sets both.
+Parallel loops (``prange``) run on Numba's threads, one parallel region per kernel call;
+matrix products call SciPy's BLAS sgemm from inside those loops (fastnn/backends/numba/blas.py),
+single-threaded, so only one thread pool ever runs (fastnn/threads.py).
 Where nothing beats the reference for a kernel, the module says so and uses it.
 """
 from ... import config
 
-# np.dot inside njit calls SciPy's BLAS; set it up before it loads (see config.py).
+# the kernels call SciPy's BLAS; set it up before it loads (see config.py).
 config.quiet_idle_blas_threads()
 try:
     import scipy.linalg.cython_blas  # noqa: F401
 except ImportError as e:
     from ...errors import BackendUnavailableError
     raise BackendUnavailableError(
-        "backend 'numba' needs SciPy: Numba's np.dot calls BLAS through scipy.linalg.cython_blas; "
+        "backend 'numba' needs SciPy: its kernels call BLAS through scipy.linalg.cython_blas; "
         "install it with: pip install scipy") from e
 
 from .activation import (dropout_backward, dropout_forward, dropout_mask, relu_backward,

@@ -1,4 +1,4 @@
-"""Convolution with Numba: three algorithms behind the contract, and the one function that
+"""Convolution with Numba: four algorithms behind the contract, and the one function that
 chooses between them per layer shape. Mirrors fastnn/backends/numpy/conv.py.
 
 =============  ===================================================  ===========================
@@ -25,14 +25,12 @@ from . import direct, winograd
 from . import im2col as per_image
 from .im2col import col2im, im2col  # noqa: F401  the contract's whole-batch im2col / col2im
 
-
 CONV_ALGORITHMS = ("im2col", "direct", "winograd", "winograd4")
 WINOGRAD_TILE = {"winograd": 2, "winograd4": 4}  # m of F(m x m, 3x3)
 
 
 def applies(algorithm, x_shape, w_shape, stride, pad):
     """Whether ``algorithm`` can compute this convolution."""
-    KH, KW = w_shape[2], w_shape[3]
     if algorithm == "direct":
         return stride == 1
     if algorithm in WINOGRAD_TILE:
