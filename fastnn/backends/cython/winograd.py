@@ -106,7 +106,7 @@ def backward(dy, x, W, pad, need_dx=True, n_threads=None, m=2):
     else:  # untouched stand-ins of the right types: Uf and the dx units' buffers
         dx = np.empty((0, 0, 0, 0), x.dtype)
         buffers += [dU_parts[0]] + buffers[:5]
-    zero = np.zeros(max(H, Wd), x.dtype)  # one zero row of x or dy
+    zero = np.zeros(max(Wd, dy.shape[3]), x.dtype)  # one zero row of x or of dy (wider with pad 2)
     zero_bias = np.zeros(C, x.dtype)
     dW_buffers, Uf, dx_buffers = buffers[:5], buffers[5], buffers[6:]
     _winograd.backward(dW, db, dx, dy, x, W, pad, m, R, Rx, need_dx, zero, dU_parts, db_parts,

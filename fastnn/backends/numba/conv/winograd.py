@@ -533,7 +533,7 @@ def backward(dy, x, W, pad, need_dx, n_threads, m=2):
         dx_buffers = _buffers("winograd.dx", T, m, F, C, Rx, TWx)
     else:  # untouched stand-ins of the right types
         dx, Uf, dx_buffers = x, dU_parts[0], dW_buffers
-    zero = np.zeros(max(H, Wd), np.float32)  # one zero row of x or dy
+    zero = np.zeros(max(Wd, dy.shape[3]), np.float32)  # one zero row of x or of dy (wider with pad 2)
     _backward(dW, db, dx, dy, x, W, pad, m, R, Rx, need_dx, zero, dU_parts, db_parts,
               *dW_buffers, Uf, np.zeros(C, np.float32), *dx_buffers)
     return (dx if need_dx else None), dW, db
