@@ -154,6 +154,27 @@ def run_twin(twin, x, W, b, dy, pad, m, n_threads=2, need_dx=True):
 
 
 @pytest.mark.parametrize("m", MS)
+@pytest.mark.parametrize("pad", [0, 1, 2])
+def test_twin_reads_no_further_than_its_zero_row(twin, reference, rng, monkeypatch, pad, m):
+    """Regression: with pad 2, dy is wider than x, and the dx pass once got a zero row only as
+    wide as x, so a ragged last tile read past it (garbage in dx, seen once in CI). Here NaN
+    lies right after the zero row: any read past it shows up as NaN in the results."""
+    make = twin.zero_row
+
+    def zero_row_then_nan(*arrays):
+        zero = make(*arrays)
+        tail = np.full(zero.size + 64, np.nan, zero.dtype)
+        tail[:zero.size] = 0.0
+        return tail[:zero.size]
+    monkeypatch.setattr(twin, "zero_row", zero_row_then_nan)
+    x, W, b, dy, pad = case_arrays(rng, (3, 32, 10, 10, 6, pad))  # 10 = 4*2 + 2: ragged for m 2 and 4
+    got = run_twin(twin, x, W, b, dy, pad, m)
+    for a, what in zip(got, ("y", "dx", "dW", "db")):
+        assert np.isfinite(a).all(), f"{what} read past the zero row"
+    assert_all_close(got, reference_conv(reference, x, W, b, dy, pad), scales(x, W, dy), m, "")
+
+
+@pytest.mark.parametrize("m", MS)
 @pytest.mark.parametrize("case", CASES)
 def test_twin_matches_plain_and_reference(twin, reference, rng, case, m):
     x, W, b, dy, pad = case_arrays(rng, case)

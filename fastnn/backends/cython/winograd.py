@@ -65,6 +65,12 @@ def _check_tile(m):
         raise ValueError(f"Winograd F(m x m, 3 x 3) is written out for m = 2 and m = 4, not {m}")
 
 
+def zero_row(*arrays):
+    """The zero row the input transforms read wherever a tile hangs over the padding: as wide
+    as the widest row of ``arrays`` (x, and dy in the backward pass, which pad 2 makes wider)."""
+    return np.zeros(max(a.shape[3] for a in arrays), arrays[0].dtype)
+
+
 def forward(x, W, b, pad, n_threads=None, m=2):
     # x (N, C, H, W), W (F, C, 3, 3), b (F,) -> y (N, F, OH, OW)
     _check_tile(m)
@@ -79,8 +85,7 @@ def forward(x, W, b, pad, n_threads=None, m=2):
     y = np.empty((N, F, OH, OW), x.dtype)
     U, *buffers = _carve("winograd.forward", [(a * a, F, C)] + _unit_shapes(T, m, C, F, R, TW),
                          x.dtype)
-    zero = np.zeros(max(H, Wd), x.dtype)  # one zero row of x
-    _winograd.forward(y, x, W, b, pad, m, R, zero, U, *buffers)
+    _winograd.forward(y, x, W, b, pad, m, R, zero_row(x), U, *buffers)
     return y
 
 
@@ -106,9 +111,8 @@ def backward(dy, x, W, pad, need_dx=True, n_threads=None, m=2):
     else:  # untouched stand-ins of the right types: Uf and the dx units' buffers
         dx = np.empty((0, 0, 0, 0), x.dtype)
         buffers += [dU_parts[0]] + buffers[:5]
-    zero = np.zeros(max(Wd, dy.shape[3]), x.dtype)  # one zero row of x or of dy (wider with pad 2)
     zero_bias = np.zeros(C, x.dtype)
     dW_buffers, Uf, dx_buffers = buffers[:5], buffers[5], buffers[6:]
-    _winograd.backward(dW, db, dx, dy, x, W, pad, m, R, Rx, need_dx, zero, dU_parts, db_parts,
-                       *dW_buffers, Uf, zero_bias, *dx_buffers)
+    _winograd.backward(dW, db, dx, dy, x, W, pad, m, R, Rx, need_dx, zero_row(x, dy), dU_parts,
+                       db_parts, *dW_buffers, Uf, zero_bias, *dx_buffers)
     return (dx if need_dx else None), dW, db

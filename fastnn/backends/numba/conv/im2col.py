@@ -24,11 +24,8 @@ of x is made and the forward cache keeps x itself; backward rebuilds the columns
 import numpy as np
 from numba import njit, prange
 
+from ...numpy.conv import output_size
 from ..blas import gemm
-
-
-def output_size(size, k, stride, pad):
-    return (size + 2 * pad - k) // stride + 1
 
 
 @njit(cache=True, inline="always")

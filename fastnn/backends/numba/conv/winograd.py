@@ -494,6 +494,12 @@ def _check_tile(m):
         raise ValueError(f"Winograd F(m x m, 3 x 3) is written out for m = 2 and m = 4, not {m}")
 
 
+def zero_row(*arrays):
+    """The zero row the input transforms read wherever a tile hangs over the padding: as wide
+    as the widest row of ``arrays`` (x, and dy in the backward pass, which pad 2 makes wider)."""
+    return np.zeros(max(a.shape[3] for a in arrays), arrays[0].dtype)
+
+
 def forward(x, W, b, pad, n_threads, m=2):
     # x (N, C, H, W), W (F, C, 3, 3), b (F,) float32 C-contiguous -> y (N, F, OH, OW)
     _check_tile(m)
@@ -506,8 +512,7 @@ def forward(x, W, b, pad, n_threads, m=2):
     R = _tile_rows_per_unit(N * TH, TW, C + F, a, T)
     y = np.empty((N, F, OH, OW), np.float32)
     U = scratch("winograd.U", (a * a, F, C))
-    zero = np.zeros(max(H, Wd), np.float32)
-    _forward(y, x, W, b, pad, m, R, zero, U, *_buffers("winograd.fwd", T, m, C, F, R, TW))
+    _forward(y, x, W, b, pad, m, R, zero_row(x), U, *_buffers("winograd.fwd", T, m, C, F, R, TW))
     return y
 
 
@@ -533,7 +538,6 @@ def backward(dy, x, W, pad, need_dx, n_threads, m=2):
         dx_buffers = _buffers("winograd.dx", T, m, F, C, Rx, TWx)
     else:  # untouched stand-ins of the right types
         dx, Uf, dx_buffers = x, dU_parts[0], dW_buffers
-    zero = np.zeros(max(Wd, dy.shape[3]), np.float32)  # one zero row of x or of dy (wider with pad 2)
-    _backward(dW, db, dx, dy, x, W, pad, m, R, Rx, need_dx, zero, dU_parts, db_parts,
+    _backward(dW, db, dx, dy, x, W, pad, m, R, Rx, need_dx, zero_row(x, dy), dU_parts, db_parts,
               *dW_buffers, Uf, np.zeros(C, np.float32), *dx_buffers)
     return (dx if need_dx else None), dW, db
