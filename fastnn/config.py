@@ -4,6 +4,7 @@ FASTNN_BACKEND       numpy | numba | cython | cuda   (default: DEFAULT_BACKEND)
 FASTNN_DATA          a directory that holds the MNIST IDX files
 FASTNN_NUM_THREADS   threads for Numba, OpenMP and BLAS together (default: all cores)
 FASTNN_CONV_ALGO     auto | im2col | direct | winograd | winograd4: force one convolution algorithm
+FASTNN_FUSION        1 | 0: run Conv2D/Dense -> ReLU (-> MaxPool2D) chains as fused kernels (default 1)
 XDG_CACHE_HOME       the user cache directory root (downloads go to <it>/fastnn)
 OPENBLAS_THREAD_TIMEOUT  set (if unset) by quiet_idle_blas_threads, for the compiled backends
 FASTNN_TEST_KILL     tests only: step:N | write:N, see test_kill_point()
@@ -42,6 +43,16 @@ def conv_algorithm() -> str:
     if name not in CONV_ALGORITHMS:
         raise ConfigError(f"FASTNN_CONV_ALGO={name!r}: choose one of {', '.join(CONV_ALGORITHMS)}")
     return name
+
+
+def fusion() -> bool:
+    """Whether new models fuse their layer chains (FASTNN_FUSION, default on; fastnn/fusion.py)."""
+    value = os.environ.get("FASTNN_FUSION", "").strip().lower()
+    if value in ("", "1", "on", "true", "yes"):
+        return True
+    if value in ("0", "off", "false", "no"):
+        return False
+    raise ConfigError(f"FASTNN_FUSION={value!r}: give 1 (fuse layer chains, the default) or 0 (every layer alone)")
 
 
 def data_dir() -> Path | None:

@@ -102,6 +102,7 @@ class Dense(Layer):
         self.in_features = _positive_int("Dense", "in_features", in_features)
         self.out_features = _positive_int("Dense", "out_features", out_features)
         self.init = init
+        self.need_dx = True  # Sequential turns this off for the first layer with parameters
         rng = np.random.default_rng() if rng is None else rng
         self.params["W"] = initialisers.weights((self.in_features, self.out_features), self.in_features, init, rng)
         self.params["b"] = np.zeros(self.out_features, np.float32)
@@ -115,15 +116,20 @@ class Dense(Layer):
                              f"got (N, {', '.join(map(str, input_shape))}); put a Flatten() before it")
         return (self.out_features,)
 
-    def forward(self, x, train=True):
+    def check_input(self, x):
+        """Refuse an x this layer cannot take (naming the layer); note the output shape."""
         self._expect(x, 2, f"(N, {self.in_features})", {1: self.in_features})
-        self.x = self._kept(x, train)
         self.y_shape = (x.shape[0], self.out_features)
+
+    def forward(self, x, train=True):
+        self.check_input(x)
+        self.x = self._kept(x, train)
         return backends.get().dense_forward(x, self.params["W"], self.params["b"])
 
     def backward(self, dy):
         self._expect_grad(dy)
-        dx, self.grads["W"], self.grads["b"] = backends.get().dense_backward(dy, self.x, self.params["W"])
+        dx, self.grads["W"], self.grads["b"] = backends.get().dense_backward(dy, self.x, self.params["W"],
+                                                                             need_dx=self.need_dx)
         return dx
 
 
@@ -140,7 +146,7 @@ class Conv2D(Layer):
             raise ConfigError(f"Conv2D: pad must be a whole number >= 0, not {pad!r}")
         self.pad = int(pad)
         self.init = init
-        self.need_dx = True  # Sequential turns this off for its first layer: nobody reads dx there
+        self.need_dx = True  # Sequential turns this off for the first layer with parameters
         rng = np.random.default_rng() if rng is None else rng
         k = self.kernel_size
         self.params["W"] = initialisers.weights((self.out_channels, self.in_channels, k, k),
@@ -163,9 +169,13 @@ class Conv2D(Layer):
                              f"{self.kernel_size} kernel with pad {self.pad}")
         return (self.out_channels, oh, ow)
 
-    def forward(self, x, train=True):
+    def check_input(self, x):
+        """Refuse an x this layer cannot take (naming the layer); note the output shape."""
         self._expect(x, 4, f"(N, {self.in_channels}, H, W)", {1: self.in_channels})
         self.y_shape = (x.shape[0],) + self.output_shape(tuple(x.shape[1:]))
+
+    def forward(self, x, train=True):
+        self.check_input(x)
         y, cache = backends.get().conv2d_forward(x, self.params["W"], self.params["b"], self.stride, self.pad)
         self.cache = self._kept(cache, train)
         return y

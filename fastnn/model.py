@@ -1,7 +1,7 @@
 """Sequential: layers applied in order, trained by one forward and one backward pass."""
 import numpy as np
 
-from . import backends
+from . import backends, config, fusion
 from .errors import CheckpointError, ConfigError, ShapeError
 from .layers import LAYER_TYPES, Dropout, Layer
 from .losses import SoftmaxCrossEntropy
@@ -42,9 +42,13 @@ class Sequential:
     ``input_shape`` is the shape of one example, e.g. (1, 28, 28); the constructor walks
     the layers once so that a layer that cannot take its input fails here, naming itself.
     Parameters are keyed ``"<layer index>.<name>"``, e.g. ``"0.W"``.
+
+    The passes run a plan (fastnn/fusion.py): each Conv2D -> ReLU (-> MaxPool2D 2) and
+    Dense -> ReLU chain is one fused kernel call. ``fuse=False`` (or FASTNN_FUSION=0, read when
+    ``fuse`` is None) runs every layer alone; ``model.plan()`` shows the steps.
     """
 
-    def __init__(self, layers, input_shape, name="model", rng=None):
+    def __init__(self, layers, input_shape, name="model", rng=None, fuse=None):
         self.layers = list(layers)
         if not self.layers or not all(isinstance(layer, Layer) for layer in self.layers):
             raise ConfigError("Sequential needs a non-empty list of fastnn layers")
@@ -57,8 +61,13 @@ class Sequential:
         for layer in self.layers:
             shape = layer.output_shape(shape)
         self.output_shape = shape
-        if hasattr(self.layers[0], "need_dx"):
-            self.layers[0].need_dx = False  # the input image needs no gradient
+        # nobody reads the gradient of the input image, nor of the parameter-free layers (Flatten,
+        # Dropout) before the first layer with parameters: that layer skips its dx product
+        first = next((layer for layer in self.layers if layer.params), None)
+        if hasattr(first, "need_dx"):
+            first.need_dx = False
+        self.fuse = config.fusion() if fuse is None else bool(fuse)
+        self.steps = fusion.plan(self.layers, self.fuse)
         self.set_rng(np.random.default_rng() if rng is None else rng)
 
     # ------------------------------------------------------------------ the two passes
@@ -72,16 +81,20 @@ class Sequential:
         if x.dtype != dtype:
             raise ShapeError(f"{self.name}: expected {np.dtype(dtype).name} input, got {x.dtype}; "
                              f"convert with x.astype(np.{np.dtype(dtype).name})")
-        for layer in self.layers:
-            x = layer.forward(x, train)
+        for step in self.steps:
+            x = step.forward(x, train)
         return x
 
     def backward(self, dy):
-        for layer in reversed(self.layers):
-            dy = layer.backward(dy)
-            if dy is None:  # the first layer skipped its input gradient
+        for step in reversed(self.steps):
+            dy = step.backward(dy)
+            if dy is None:  # the first layer with parameters skipped its input gradient
                 break
         return dy
+
+    def plan(self) -> list:
+        """The steps the passes run, in order: fused blocks and single layers (fastnn/fusion.py)."""
+        return list(self.steps)
 
     # ------------------------------------------------------------------ parameters
     @property
@@ -202,6 +215,14 @@ class Sequential:
             n = sum(int(np.prod(p.shape)) for p in layer.params.values())
             lines.append(f"  {i:2d} {layer!r:60s} -> {shape}  ({n:,} parameters)")
         lines.append(f"  total {self.num_params():,} parameters")
+        lines.append("  plan (fused kernels in brackets; FASTNN_FUSION=0 or fuse=False runs each layer alone):"
+                     if self.fuse else "  plan: every layer alone (fusion off)")
+        first = 0
+        for step in self.steps:
+            last = first + len(step.layers) - 1
+            span = f"{first}" if first == last else f"{first}-{last}"
+            lines.append(f"    {span:>5} {step!r}")
+            first = last + 1
         return "\n".join(lines)
 
     def __repr__(self):

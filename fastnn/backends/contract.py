@@ -27,13 +27,21 @@ KERNELS = {
     "gather": "gather(x, indices) -> x[indices]          (N, ...) rows picked by int64 indices",
     # --- dense --------------------------------------------------------------------
     "dense_forward": "dense_forward(x, W, b) -> y                x (N, D), W (D, M), b (M,) -> y (N, M)",
-    "dense_backward": "dense_backward(dy, x, W) -> (dx, dW, db)  dy (N, M) -> dx (N, D), dW (D, M), db (M,)",
+    "dense_backward": "dense_backward(dy, x, W, need_dx=True) -> (dx or None, dW, db)  dy (N, M) -> dx (N, D), dW (D, M), db (M,)",
     # --- convolution --------------------------------------------------------------
     "im2col": "im2col(x, kh, kw, stride, pad) -> col     x (N, C, H, W) -> col (N*OH*OW, C*KH*KW)",
     "col2im": "col2im(col, x_shape, kh, kw, stride, pad) -> x   adds overlapping windows back",
     "conv2d_forward": "conv2d_forward(x, W, b, stride, pad) -> (y, cache)   W (F, C, KH, KW) -> y (N, F, OH, OW)",
     "conv2d_backward": "conv2d_backward(dy, cache, need_dx=True) -> (dx or None, dW, db)   the first layer skips dx",
     "conv2d_algorithm": "conv2d_algorithm(x_shape, w_shape, stride, pad) -> str   the algorithm conv2d_forward runs for this shape",
+    # --- fused chains: each the composition of the kernels above (fastnn/backends/composed.py
+    #     is that composition, the specification); the pool is 2x2 max, stride 2, no padding ---
+    "dense_relu_forward": "dense_relu_forward(x, W, b) -> y         y = relu(x @ W + b)",
+    "dense_relu_backward": "dense_relu_backward(dy, x, W, y, need_dx=True) -> (dx or None, dW, db)   y the forward output",
+    "conv2d_relu_forward": "conv2d_relu_forward(x, W, b, stride, pad) -> (y, cache)   y = relu(conv2d(x))",
+    "conv2d_relu_backward": "conv2d_relu_backward(dy, cache, need_dx=True) -> (dx or None, dW, db)",
+    "conv2d_relu_pool_forward": "conv2d_relu_pool_forward(x, W, b, stride, pad) -> (y, cache)   y = maxpool2x2(relu(conv2d(x))) (N, F, OH//2, OW//2)",
+    "conv2d_relu_pool_backward": "conv2d_relu_pool_backward(dy, cache, need_dx=True) -> (dx or None, dW, db)",
     # --- pooling ------------------------------------------------------------------
     "maxpool2d_forward": "maxpool2d_forward(x, size, stride, pad) -> (y, cache)   (N, C, H, W) -> (N, C, OH, OW)",
     "maxpool2d_backward": "maxpool2d_backward(dy, cache) -> dx",

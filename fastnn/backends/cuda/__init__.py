@@ -47,3 +47,10 @@ from .optim import (adadelta_update, adagrad_update, adam_update, momentum_updat
 from .pool import avgpool2d_backward, avgpool2d_forward, maxpool2d_backward, maxpool2d_forward  # noqa: E402
 
 NAME = "cuda"
+
+# the fused kernels: the composition of the kernels above (fastnn/backends/composed.py)
+import sys as _sys  # noqa: E402
+
+from ..composed import fused_kernels as _fused_kernels  # noqa: E402
+
+globals().update(_fused_kernels(_sys.modules[__name__]))

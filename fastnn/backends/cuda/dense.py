@@ -132,7 +132,8 @@ def dense_forward(x, W, b):
     return matmul(x, W, bias=b)
 
 
-def dense_backward(dy, x, W):
-    # dy (N, M) -> dx (N, D) = dy @ W.T, dW (D, M) = x.T @ dy, db (M,) = dy.sum(axis=0)
+def dense_backward(dy, x, W, need_dx=True):
+    # dy (N, M) -> dx (N, D) = dy @ W.T or None, dW (D, M) = x.T @ dy, db (M,) = dy.sum(axis=0)
     require_device("dense_backward", dy=dy, x=x, W=W)
-    return matmul(dy, W, trans_b=True), matmul(x, dy, trans_a=True), column_sums(dy)
+    dx = matmul(dy, W, trans_b=True) if need_dx else None
+    return dx, matmul(x, dy, trans_a=True), column_sums(dy)

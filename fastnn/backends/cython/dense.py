@@ -14,10 +14,10 @@ def dense_forward(x, W, b):
     return y
 
 
-def dense_backward(dy, x, W):
-    # dy (N, M) -> dx (N, D), dW (D, M), db (M,)
+def dense_backward(dy, x, W, need_dx=True):
+    # dy (N, M) -> dx (N, D) or None, dW (D, M), db (M,)
     dy, x, W = floats(dy, x, W)
     dx, dW = np.empty_like(x), np.empty_like(W)
     db = np.empty(W.shape[1], dtype=W.dtype)
     _dense.dense_backward(dx, dW, db, dy, x, W)
-    return dx, dW, db
+    return (dx if need_dx else None), dW, db

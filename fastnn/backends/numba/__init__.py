@@ -23,6 +23,8 @@ from .activation import (dropout_backward, dropout_forward, dropout_mask, relu_b
 from .arrays import gather, to_device, to_host, zeros
 from .conv import CONV_ALGORITHMS, col2im, conv2d_algorithm, conv2d_backward, conv2d_forward, im2col
 from .dense import dense_backward, dense_forward
+from .fused import (conv2d_relu_backward, conv2d_relu_forward, conv2d_relu_pool_backward,
+                    conv2d_relu_pool_forward, dense_relu_backward, dense_relu_forward)
 from .loss import (count_correct, mse_loss, mse_loss_backward, softmax, softmax_cross_entropy,
                    softmax_cross_entropy_backward)
 from .norm import (batchnorm_backward, batchnorm_forward, batchnorm_inference,

@@ -55,9 +55,9 @@ def dense_forward(x, W, b):
     return y
 
 
-def dense_backward(dy, x, W):
-    # dy (N, M) -> dx (N, D), dW (D, M), db (M,)
+def dense_backward(dy, x, W, need_dx=True):
+    # dy (N, M) -> dx (N, D) or None, dW (D, M), db (M,)
     dy, x, W = f32(dy), f32(x), f32(W)
     dx, dW, db = np.empty_like(x), np.empty_like(W), np.empty(W.shape[1], np.float32)
     _backward(dx, dW, db, dy, x, W, numba.get_num_threads())
-    return dx, dW, db
+    return (dx if need_dx else None), dW, db

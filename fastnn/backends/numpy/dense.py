@@ -6,6 +6,6 @@ def dense_forward(x, W, b):
     return x @ W + b
 
 
-def dense_backward(dy, x, W):
-    # dy (N, M) -> dx (N, D), dW (D, M), db (M,)
-    return dy @ W.T, x.T @ dy, dy.sum(axis=0)
+def dense_backward(dy, x, W, need_dx=True):
+    # dy (N, M) -> dx (N, D) or None (the first layer's), dW (D, M), db (M,)
+    return (dy @ W.T if need_dx else None), x.T @ dy, dy.sum(axis=0)
