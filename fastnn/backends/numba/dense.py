@@ -15,36 +15,51 @@ from ._common import FAST, f32
 from .blas import gemm
 
 
+@njit(cache=True, fastmath=FAST)
+def forward_block(y, x, W, b, lo, hi, relu):
+    # rows lo:hi of y = x @ W + b, then relu(y) if asked, while the rows are in cache
+    for n in range(lo, hi):
+        y[n, :] = b
+    gemm(y[lo:hi], x[lo:hi], W, 1.0, 1.0)  # an empty block is skipped
+    if relu:
+        for n in range(lo, hi):
+            for m in range(y.shape[1]):
+                y[n, m] = max(y[n, m], 0.0)
+
+
+@njit(cache=True, fastmath=FAST)
+def backward_block(dx, dW, db, dy, x, W, t, T, need_dx):
+    # block t of T of each product: rows of dx, rows of dW, entries of db
+    N, D = x.shape
+    M = dy.shape[1]
+    if need_dx:
+        # dx[lo:hi] = dy[lo:hi] @ W.T
+        lo, hi = t * N // T, (t + 1) * N // T
+        gemm(dx[lo:hi], dy[lo:hi], W, 1.0, 0.0, False, True)
+    # dW[lo:hi] = x[:, lo:hi].T @ dy
+    lo, hi = t * D // T, (t + 1) * D // T
+    gemm(dW[lo:hi], x[:, lo:hi], dy, 1.0, 0.0, True, False)
+    # db[lo:hi] = dy[:, lo:hi].sum(axis=0)
+    lo, hi = t * M // T, (t + 1) * M // T
+    db[lo:hi] = 0.0
+    for n in range(N):
+        for m in range(lo, hi):
+            db[m] += dy[n, m]
+
+
 @njit(cache=True, parallel=True, fastmath=FAST)
 def _forward(y, x, W, b, T):
     # x (N, D), W (D, M), b (M,) -> y (N, M); T blocks of rows
     N = x.shape[0]
     for t in prange(T):
-        lo, hi = t * N // T, (t + 1) * N // T
-        # y[lo:hi] = x[lo:hi] @ W + b
-        for n in range(lo, hi):
-            y[n, :] = b
-        gemm(y[lo:hi], x[lo:hi], W, 1.0, 1.0)
+        forward_block(y, x, W, b, t * N // T, (t + 1) * N // T, False)
 
 
 @njit(cache=True, parallel=True, fastmath=FAST)
-def _backward(dx, dW, db, dy, x, W, T):
-    # dy (N, M), x (N, D), W (D, M) -> dx (N, D), dW (D, M), db (M,); T blocks of rows of each
-    N, D = x.shape
-    M = dy.shape[1]
+def _backward(dx, dW, db, dy, x, W, T, need_dx):
+    # dy (N, M), x (N, D), W (D, M) -> dx (N, D) (if need_dx), dW (D, M), db (M,); T blocks of each
     for t in prange(T):
-        # dx[lo:hi] = dy[lo:hi] @ W.T
-        lo, hi = t * N // T, (t + 1) * N // T
-        gemm(dx[lo:hi], dy[lo:hi], W, 1.0, 0.0, False, True)
-        # dW[lo:hi] = x[:, lo:hi].T @ dy
-        lo, hi = t * D // T, (t + 1) * D // T
-        gemm(dW[lo:hi], x[:, lo:hi], dy, 1.0, 0.0, True, False)
-        # db[lo:hi] = dy[:, lo:hi].sum(axis=0)
-        lo, hi = t * M // T, (t + 1) * M // T
-        db[lo:hi] = 0.0
-        for n in range(N):
-            for m in range(lo, hi):
-                db[m] += dy[n, m]
+        backward_block(dx, dW, db, dy, x, W, t, T, need_dx)
 
 
 def dense_forward(x, W, b):
@@ -58,6 +73,7 @@ def dense_forward(x, W, b):
 def dense_backward(dy, x, W, need_dx=True):
     # dy (N, M) -> dx (N, D) or None, dW (D, M), db (M,)
     dy, x, W = f32(dy), f32(x), f32(W)
-    dx, dW, db = np.empty_like(x), np.empty_like(W), np.empty(W.shape[1], np.float32)
-    _backward(dx, dW, db, dy, x, W, numba.get_num_threads())
+    dx = np.empty_like(x) if need_dx else x  # x: an untouched stand-in of the right type
+    dW, db = np.empty_like(W), np.empty(W.shape[1], np.float32)
+    _backward(dx, dW, db, dy, x, W, numba.get_num_threads(), need_dx)
     return (dx if need_dx else None), dW, db

@@ -69,7 +69,7 @@ def conv2d_forward(x, W, b, stride, pad):
     x, W, b = f32(x), f32(W), f32(b)
     algorithm = conv2d_algorithm(x.shape, W.shape, stride, pad)
     if algorithm == "direct":
-        y, xp = direct.forward(x, W, b, pad)
+        y, xp, _ = direct.forward(x, W, b, pad)
         return y, (algorithm, xp, W, stride, pad)
     if algorithm in WINOGRAD_TILE:
         y = winograd.forward(x, W, b, pad, numba.get_num_threads(), WINOGRAD_TILE[algorithm])

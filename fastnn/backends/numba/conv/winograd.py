@@ -51,6 +51,7 @@ from numba import njit, prange
 
 from .._common import FAST, scratch
 from ..blas import gemm
+from .epilogue import PLAIN, RELU, RELU_POOL, bias_relu_row, pool_row, relu_mask_row, unpool_plane
 
 L2_BYTES = 512 * 1024  # V + M of one work unit (the cores here have 2 MB of L2 each)
 
@@ -353,9 +354,12 @@ def _transform_input(V, x, pad, m, g0, g1, TH, TW, e, s, zero):
 
 
 @njit(cache=True, fastmath=FAST)
-def _forward_unit(y, x, U, b, pad, m, g0, g1, V, M, e, s, out, zero):
-    # x (N, C, H, W), U (a*a, F, C), b (F,) -> y (N, F, OH, OW) for tile rows g0 <= g < g1
-    F, OH, OW = y.shape[1], y.shape[2], y.shape[3]
+def _forward_unit(y, arg, x, U, b, pad, m, g0, g1, V, M, e, s, out, zero, post):
+    # x (N, C, H, W), U (a*a, F, C), b (F,) -> y (N, F, OH, OW) for tile rows g0 <= g < g1;
+    # post RELU: relu(y); RELU_POOL: y (N, F, OH // 2, OW // 2) = maxpool2x2(relu(conv)) and its
+    # argmax, from the tile rows in cache (m is even, so no 2x2 window straddles two tile rows)
+    F = U.shape[1]
+    OH, OW = x.shape[2] + 2 * pad - 2, x.shape[3] + 2 * pad - 2
     TH, TW = (OH + m - 1) // m, (OW + m - 1) // m
     P, T = m * (TW + 1), (g1 - g0) * (TW + 1)
     _transform_input(V, x, pad, m, g0, g1, TH, TW, e, s, zero)
@@ -368,14 +372,19 @@ def _forward_unit(y, x, U, b, pad, m, g0, g1, V, M, e, s, out, zero):
             _output_pass_2(out, M, f, s, T)
         else:
             _output_pass_4(out, M, f, s, T)
-        # y[n, f, th*m + i, :] = out[i, k*P : k*P + OW] + b[f], the rows that exist
         bias = b[f]
         for k in range(g1 - g0):
             n, th = (g0 + k) // TH, (g0 + k) % TH
-            for i in range(min(m, OH - th * m)):
-                dst, src = y[n, f, th * m + i], out[i, k * P:k * P + OW]
-                for j in range(OW):
-                    dst[j] = src[j] + bias
+            if post == RELU_POOL:
+                # pooled rows from output rows oh, oh + 1 (the last row of an odd OH has none)
+                for i in range(0, min(m, OH - 1 - th * m), 2):
+                    oh = th * m + i
+                    pool_row(y[n, f, oh // 2], arg[n, f, oh // 2], out[i, k * P:], out[i + 1, k * P:],
+                             bias, oh, OW)
+            else:
+                # y[n, f, th*m + i, :] = out[i, k*P : k*P + OW] + b[f] (then ReLU), the rows that exist
+                for i in range(min(m, OH - th * m)):
+                    bias_relu_row(y[n, f, th * m + i], out[i, k * P:k * P + OW], bias, post == RELU)
 
 
 @njit(cache=True, fastmath=FAST)
@@ -417,45 +426,72 @@ def _weight_grad_unit(dU, db, dy, x, pad, m, g0, g1, V, dM, e, s, dyb, zero):
 # ---------------------------------------------------------------- the parallel regions
 
 @njit(cache=True, parallel=True, fastmath=FAST)
-def _forward(y, x, W, b, pad, m, R, zero, U, V, M, e, s, out):
-    # x (N, C, H, W), W (F, C, 3, 3), b (F,) -> y (N, F, OH, OW); R tile rows per unit; zero (W,)
-    # zeros; U (a*a, F, C) filled here; V, M, e, s, out: one buffer per thread (leading axis)
+def _forward(y, arg, x, W, b, pad, m, R, zero, post, U, V, M, e, s, out):
+    # x (N, C, H, W), W (F, C, 3, 3), b (F,) -> y (N, F, OH, OW) (post: see _forward_unit);
+    # R tile rows per unit; zero (W,) zeros; U (a*a, F, C) filled here; V, M, e, s, out: one
+    # buffer per thread (leading axis)
     _filters(U, W, m, False)
-    n_rows = x.shape[0] * ((y.shape[2] + m - 1) // m)  # tile rows of the batch
+    n_rows = x.shape[0] * ((x.shape[2] + 2 * pad - 2 + m - 1) // m)  # tile rows of the batch
     n_units = (n_rows + R - 1) // R
     T = V.shape[0]
     for t in prange(T):
         for u in range(t * n_units // T, (t + 1) * n_units // T):
-            _forward_unit(y, x, U, b, pad, m, u * R, min(n_rows, (u + 1) * R),
-                          V[t], M[t], e[t], s[t], out[t], zero)
+            _forward_unit(y, arg, x, U, b, pad, m, u * R, min(n_rows, (u + 1) * R),
+                          V[t], M[t], e[t], s[t], out[t], zero, post)
+
+
+@njit(cache=True, fastmath=FAST)
+def _output_gradient(dz, dy, arg, y, n0, post):
+    # dz (G, F, OH, OW) = the convolution's output gradient for images n0 .. n0 + G:
+    # RELU: dy * (y > 0); RELU_POOL: dy, arg, y the pooled output's, unpooled (epilogue.py)
+    for k in range(dz.shape[0]):
+        for f in range(dz.shape[1]):
+            if post == RELU_POOL:
+                unpool_plane(dz[k, f].reshape(dz.shape[2] * dz.shape[3]), dz.shape[3], dz.shape[3],
+                             dy[n0 + k, f], arg[n0 + k, f], y[n0 + k, f])
+            else:
+                for oh in range(dz.shape[2]):
+                    relu_mask_row(dz[k, f, oh], dy[n0 + k, f, oh], y[n0 + k, f, oh])
 
 
 @njit(cache=True, parallel=True, fastmath=FAST)
-def _backward(dW, db, dx, dy, x, W, pad, m, R, Rx, need_dx, zero, dU_parts, db_parts,
-              V, dM, e, s, dyb, Uf, zero_bias, Vx, Mx, e_x, s_x, out_x):
+def _backward(dW, db, dx, dy, arg, y, x, W, pad, m, G, R, Rx, need_dx, post, zero, dU_parts,
+              db_parts, dz, V, dM, e, s, dyb, Uf, zero_bias, Vx, Mx, e_x, s_x, out_x):
     # dy (N, F, OH, OW), x (N, C, H, W), W (F, C, 3, 3) -> dW (F, C, 3, 3), db (F,), and
-    # dx (N, C, H, W) if need_dx. Per thread: dU_parts (T, a*a, F, C), db_parts (T, F), the
-    # buffers of the weight-gradient units (V .. dyb, R tile rows each) and of the
-    # input-gradient units (Vx .. out_x, Rx tile rows each); Uf (a*a, C, F) filled here.
+    # dx (N, C, H, W) if need_dx. post RELU, RELU_POOL: dy, arg, y are the fused forward's
+    # output's (see _output_gradient), turned into the conv's output gradient dz per group of
+    # G images, in dz (T, G, F, OH, OW). Each thread takes whole images, so the dz it builds is
+    # all its dx needs. Per thread: dU_parts (T, a*a, F, C), db_parts (T, F), the buffers of the
+    # weight-gradient units (V .. dyb, R tile rows each) and of the input-gradient units
+    # (Vx .. out_x, Rx tile rows each); Uf (a*a, C, F) filled here.
     if need_dx:
         _filters(Uf, W, m, True)
-    n_rows = x.shape[0] * ((dy.shape[2] + m - 1) // m)
-    n_units = (n_rows + R - 1) // R
-    n_rows_x = x.shape[0] * ((x.shape[2] + m - 1) // m)
-    n_units_x = (n_rows_x + Rx - 1) // Rx
+    N = x.shape[0]
+    TH = (x.shape[2] + 2 * pad - 2 + m - 1) // m
+    THx = (x.shape[2] + m - 1) // m
     T = V.shape[0]
     for t in prange(T):
         dU_parts[t] = 0.0
         db_parts[t] = 0.0
-        for u in range(t * n_units // T, (t + 1) * n_units // T):
-            _weight_grad_unit(dU_parts[t], db_parts[t], dy, x, pad, m, u * R,
-                              min(n_rows, (u + 1) * R), V[t], dM[t], e[t], s[t], dyb[t], zero)
-        if need_dx:
-            # dx = conv(dy, W flipped, pad 2 - pad): the forward units over dx's tiles
-            for u in range(t * n_units_x // T, (t + 1) * n_units_x // T):
-                _forward_unit(dx, dy, Uf, zero_bias, 2 - pad, m, u * Rx,
-                              min(n_rows_x, (u + 1) * Rx), Vx[t], Mx[t], e_x[t], s_x[t],
-                              out_x[t], zero)
+        n_end = (t + 1) * N // T
+        for n0 in range(t * N // T, n_end, G):
+            n1 = min(n0 + G, n_end)
+            if post == PLAIN:
+                grad = dy[n0:n1]
+            else:
+                grad = dz[t, :n1 - n0]
+                _output_gradient(grad, dy, arg, y, n0, post)
+            xg = x[n0:n1]
+            rows = (n1 - n0) * TH
+            for g0 in range(0, rows, R):
+                _weight_grad_unit(dU_parts[t], db_parts[t], grad, xg, pad, m, g0, min(rows, g0 + R),
+                                  V[t], dM[t], e[t], s[t], dyb[t], zero)
+            if need_dx:
+                # dx = conv(dz, W flipped, pad 2 - pad): the forward units over dx's tiles
+                rows = (n1 - n0) * THx
+                for g0 in range(0, rows, Rx):
+                    _forward_unit(dx[n0:n1], arg[:0], grad, Uf, zero_bias, 2 - pad, m, g0,
+                                  min(rows, g0 + Rx), Vx[t], Mx[t], e_x[t], s_x[t], out_x[t], zero, PLAIN)
     # dU = dU_parts.sum(0), db = db_parts.sum(0), in thread order; dW = G^T dU G
     for t in range(1, T):
         dU_parts[0] += dU_parts[t]
@@ -502,6 +538,12 @@ def zero_row(*arrays):
 
 def forward(x, W, b, pad, n_threads, m=2):
     # x (N, C, H, W), W (F, C, 3, 3), b (F,) float32 C-contiguous -> y (N, F, OH, OW)
+    return fused_forward(x, W, b, pad, n_threads, m, PLAIN)[0]
+
+
+def fused_forward(x, W, b, pad, n_threads, m, post):
+    # the same -> (y, arg): post RELU: y = relu(conv); RELU_POOL: y (N, F, OH // 2, OW // 2) =
+    # maxpool2x2(relu(conv)) and arg its argmax (empty otherwise)
     _check_tile(m)
     N, C, H, Wd = x.shape
     F = W.shape[0]
@@ -510,27 +552,34 @@ def forward(x, W, b, pad, n_threads, m=2):
     TH, TW = -(-OH // m), -(-OW // m)
     T = max(1, min(n_threads, N * TH))
     R = _tile_rows_per_unit(N * TH, TW, C + F, a, T)
-    y = np.empty((N, F, OH, OW), np.float32)
+    shape = (N, F, OH // 2, OW // 2) if post == RELU_POOL else (N, F, OH, OW)
+    y = np.empty(shape, np.float32)
+    arg = np.empty(shape if post == RELU_POOL else (0, 0, 0, 0), np.int32)
     U = scratch("winograd.U", (a * a, F, C))
-    _forward(y, x, W, b, pad, m, R, zero_row(x), U, *_buffers("winograd.fwd", T, m, C, F, R, TW))
-    return y
+    _forward(y, arg, x, W, b, pad, m, R, zero_row(x), post, U,
+             *_buffers("winograd.fwd", T, m, C, F, R, TW))
+    return y, arg
 
 
-def backward(dy, x, W, pad, need_dx, n_threads, m=2):
+def backward(dy, x, W, pad, need_dx, n_threads, m=2, post=PLAIN, arg=None, y=None):
     # dy (N, F, OH, OW), x (N, C, H, W), W (F, C, 3, 3) float32 C-contiguous
-    # -> (dx (N, C, H, W) or None, dW (F, C, 3, 3), db (F,))
+    # -> (dx (N, C, H, W) or None, dW (F, C, 3, 3), db (F,)); post RELU: y the ReLU's output;
+    # RELU_POOL: dy, y, arg of the pooled output
     _check_tile(m)
-    N, F, OH, OW = dy.shape
+    N, F = dy.shape[:2]
     _, C, H, Wd = x.shape
     a = m + 2
+    OH, OW = H + 2 * pad - 2, Wd + 2 * pad - 2
     TH, TW = -(-OH // m), -(-OW // m)
     THx, TWx = -(-H // m), -(-Wd // m)
-    T = max(1, n_threads)
+    T = max(1, min(n_threads, N))  # whole images per thread
     R = _tile_rows_per_unit(N * TH, TW, C + F, a, T)
     Rx = _tile_rows_per_unit(N * THx, TWx, C + F, a, T)
+    G = max(1, R // TH)  # images per group: about one unit's tile rows
     dW, db = np.empty(W.shape, np.float32), np.empty(F, np.float32)
     dU_parts = scratch("winograd.dU_parts", (T, a * a, F, C))
     db_parts = scratch("winograd.db_parts", (T, F))
+    dz = scratch("winograd.dz", (T, G if post != PLAIN else 0, F, OH, OW))
     dW_buffers = _buffers("winograd.dW", T, m, C, F, R, TW)
     if need_dx:
         dx = np.empty(x.shape, np.float32)
@@ -538,6 +587,8 @@ def backward(dy, x, W, pad, need_dx, n_threads, m=2):
         dx_buffers = _buffers("winograd.dx", T, m, F, C, Rx, TWx)
     else:  # untouched stand-ins of the right types
         dx, Uf, dx_buffers = x, dU_parts[0], dW_buffers
-    _backward(dW, db, dx, dy, x, W, pad, m, R, Rx, need_dx, zero_row(x, dy), dU_parts, db_parts,
-              *dW_buffers, Uf, np.zeros(C, np.float32), *dx_buffers)
+    arg = np.empty((0, 0, 0, 0), np.int32) if arg is None else arg
+    _backward(dW, db, dx, dy, arg, dy if y is None else y, x, W, pad, m, G, R, Rx, need_dx, post,
+              zero_row(x, dy), dU_parts, db_parts, dz, *dW_buffers, Uf, np.zeros(C, np.float32),
+              *dx_buffers)
     return (dx if need_dx else None), dW, db
