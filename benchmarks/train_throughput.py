@@ -168,16 +168,18 @@ def describe(layer):
 
 
 def profile_layers(trainer, K, batches, steps, n_threads):
-    """Time ``steps`` training steps with each layer's forward and backward timed apart.
+    """Time ``steps`` training steps with each step of the model's plan (a fused block, or a
+    layer alone; fastnn/fusion.py) timed apart, forward and backward.
 
-    The layers' methods are shadowed by timing closures set on the instances (Sequential calls
-    ``layer.forward`` / ``layer.backward``); deleting those brings the class methods back.
-    A layer that Sequential does not call one by one (a fused block, say) keeps no times: its
-    time shows in the row for the rest of the step."""
+    The steps' methods are shadowed by timing closures set on the instances (Sequential calls
+    ``step.forward`` / ``step.backward``); deleting those brings the class methods back.
+    One row per plan step: ``index`` its first layer, ``layers`` the span ("0-2"), ``layer``
+    what it runs ("Conv2D 1->30 5x5 + ReLU + MaxPool2D 2"), FLOPs summed over its layers."""
     from fastnn.layers import Conv2D
 
     model = trainer.model
-    sync = getattr(K, "synchronize", None) or (lambda: None)  # cuda: a layer's time ends when the GPU is done
+    plan = model.plan()
+    sync = getattr(K, "synchronize", None) or (lambda: None)  # cuda: a step's time ends when the GPU is done
 
     def timed(method, seconds):
         def run(*args, **kwargs):
@@ -189,37 +191,42 @@ def profile_layers(trainer, K, batches, steps, n_threads):
             return out
         return run
 
-    times = [([], []) for _ in model.layers]
+    times = [([], []) for _ in plan]
     step_seconds = []
-    for layer, (fwd, bwd) in zip(model.layers, times):
-        layer.forward, layer.backward = timed(layer.forward, fwd), timed(layer.backward, bwd)
+    for step, (fwd, bwd) in zip(plan, times):
+        step.forward, step.backward = timed(step.forward, fwd), timed(step.backward, bwd)
     try:
         for i in range(steps):
             start = time.perf_counter()
             trainer.train_step(*batches[i % len(batches)])
             step_seconds.append(time.perf_counter() - start)
     finally:
-        for layer in model.layers:
-            del layer.forward, layer.backward
+        for step in plan:
+            del step.forward, step.backward
 
     sgemm = sgemm_gflops(n_threads)
     # the contract's name, else the name first proposed for it
     algorithm = getattr(K, "conv2d_algorithm", None) or getattr(K, "conv_algorithm", None)
     batch_size = batches[0][0].shape[0]
-    x_shape, rows = (batch_size,) + model.input_shape, []
-    for i, (layer, (fwd, bwd)) in enumerate(zip(model.layers, times)):
-        y_shape = (batch_size,) + layer.output_shape(x_shape[1:])
-        flops = layer_flops(layer, x_shape, y_shape)
-        row = dict(index=i, layer=describe(layer), output_shape=list(y_shape[1:]), algorithm="-")
-        if isinstance(layer, Conv2D) and algorithm is not None:
-            row["algorithm"] = algorithm(x_shape, tuple(layer.params["W"].shape), layer.stride, layer.pad)
+    x_shape, rows, first = (batch_size,) + model.input_shape, [], 0
+    for step, (fwd, bwd) in zip(plan, times):
+        flops, head = [0, 0], step.layers[0]
+        row = dict(index=first, layers=f"{first}" if len(step.layers) == 1 else f"{first}-{first + len(step.layers) - 1}",
+                   layer=" + ".join(describe(layer) for layer in step.layers), kernel=step.kernel, algorithm="-")
+        if isinstance(head, Conv2D) and algorithm is not None:
+            row["algorithm"] = algorithm(x_shape, tuple(head.params["W"].shape), head.stride, head.pad)
+        for layer in step.layers:
+            y_shape = (batch_size,) + layer.output_shape(x_shape[1:])
+            flops = [a + b for a, b in zip(flops, layer_flops(layer, x_shape, y_shape))]
+            x_shape = y_shape
+        row["output_shape"] = list(x_shape[1:])
         for way, seconds, n_flops in (("forward", fwd, flops[0]), ("backward", bwd, flops[1])):
             mean = float(np.mean(seconds)) if seconds else None
             rate = n_flops / mean / 1e9 if mean and n_flops else None
             row.update({f"{way}_ms": mean * 1e3 if mean is not None else None, f"{way}_flops": n_flops,
                         f"{way}_gflops": rate, f"{way}_pct_sgemm": 100 * rate / sgemm if rate else None})
         rows.append(row)
-        x_shape = y_shape
+        first += len(step.layers)
     return dict(steps=steps, batch_size=batch_size, threads=n_threads, sgemm_gflops=sgemm,
                 step_ms=1e3 * float(np.mean(step_seconds)), layers=rows)
 
@@ -399,14 +406,15 @@ def print_profile(title, p):
     def cell(value, fmt, width, unit=""):
         return f"{'-':>{width}s}" if value is None else f"{value:{width - len(unit)}{fmt}}{unit}"
 
-    print(f"\n{title}: per layer, mean of {p['steps']} steps of batch {p['batch_size']}, {p['threads']} thread(s); "
-          f"sgemm 1024^3 (scipy BLAS, same threads) {p['sgemm_gflops']:.1f} GFLOP/s")
-    print(f"  {'layer':30s} {'output':>10s}  {'algorithm':16s} {'fwd ms':>8s} {'bwd ms':>8s} "
+    print(f"\n{title}: per step of the plan (fused blocks as one), mean of {p['steps']} steps of batch "
+          f"{p['batch_size']}, {p['threads']} thread(s); sgemm 1024^3 (scipy BLAS, same threads) "
+          f"{p['sgemm_gflops']:.1f} GFLOP/s")
+    print(f"  {'layers':46s} {'output':>10s}  {'algorithm':16s} {'fwd ms':>8s} {'bwd ms':>8s} "
           f"{'fwd GFLOP/s':>11s} {'bwd GFLOP/s':>11s} {'fwd %sgemm':>10s} {'bwd %sgemm':>10s}")
     for row in p["layers"]:
-        name = f"{row['index']:2d} {row['layer']}"
+        name = f"{row['layers']:>5s} {row['layer']}"
         shape = "x".join(map(str, row["output_shape"]))
-        print(f"  {name:30s} {shape:>10s}  {row['algorithm']:16s} {cell(row['forward_ms'], '.2f', 8)} "
+        print(f"  {name:46s} {shape:>10s}  {row['algorithm']:16s} {cell(row['forward_ms'], '.2f', 8)} "
               f"{cell(row['backward_ms'], '.2f', 8)} {cell(row['forward_gflops'], '.1f', 11)} "
               f"{cell(row['backward_gflops'], '.1f', 11)} {cell(row['forward_pct_sgemm'], '.0f', 10, '%')} "
               f"{cell(row['backward_pct_sgemm'], '.0f', 10, '%')}")

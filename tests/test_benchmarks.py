@@ -73,13 +73,20 @@ def test_profile_covers_every_layer(throughput, tmp_path):
     profile, model = result["profile"], models.build("deep-cnn")
     assert (profile["steps"], profile["batch_size"], profile["threads"]) == (2, 8, 1)
     assert profile["sgemm_gflops"] > 0 and profile["step_ms"] > 0
-    rows = profile["layers"]
-    assert [row["index"] for row in rows] == list(range(len(model.layers)))
-    assert [row["layer"].split()[0] for row in rows] == [type(layer).__name__ for layer in model.layers]
-    assert [(row["forward_flops"], row["backward_flops"]) for row in rows] == expected_flops(model, 8)
-    for row, layer in zip(rows, model.layers):
+    rows, plan = profile["layers"], model.plan()  # one row per step of the plan, fused blocks as one
+    assert len(rows) == len(plan) < len(model.layers)
+    assert [row["index"] for row in rows] == list(np.cumsum([0] + [len(step.layers) for step in plan[:-1]]))
+    assert [row["layer"] for row in rows][:2] == ["Conv2D 1->16 3x3 pad 1 + ReLU",
+                                                  "Conv2D 16->16 3x3 pad 1 + ReLU + MaxPool2D 2"]
+    assert [row["kernel"] for row in rows] == [step.kernel for step in plan]
+    per_layer, flops = iter(expected_flops(model, 8)), []
+    for step in plan:
+        parts = [next(per_layer) for _ in step.layers]
+        flops.append((sum(f for f, _ in parts), sum(b for _, b in parts)))
+    assert [(row["forward_flops"], row["backward_flops"]) for row in rows] == flops
+    for row, step in zip(rows, plan):
         assert isinstance(row["algorithm"], str) and row["algorithm"]
-        if row["forward_ms"] is not None and isinstance(layer, (Conv2D, Dense)):
+        if row["forward_ms"] is not None and isinstance(step.layers[0], (Conv2D, Dense)):
             assert row["forward_gflops"] > 0 and row["forward_pct_sgemm"] > 0
 
 
@@ -93,8 +100,8 @@ def test_profile_asks_the_backend_for_the_conv_algorithm(throughput):
     batches = [(rng.random((4, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, 4))]
     K = SimpleNamespace(conv2d_algorithm=lambda x_shape, w_shape, stride, pad: f"test {x_shape[0]} {w_shape[0]}")
     profile = throughput.profile_layers(trainer, K, batches, steps=1, n_threads=1)
-    assert [row["algorithm"] for row in profile["layers"]] == ["test 4 30"] + ["-"] * (len(model.layers) - 1)
-    assert not any("forward" in vars(layer) or "backward" in vars(layer) for layer in model.layers)
+    assert [row["algorithm"] for row in profile["layers"]] == ["test 4 30"] + ["-"] * (len(model.plan()) - 1)
+    assert not any("forward" in vars(step) or "backward" in vars(step) for step in model.plan())
     assert all(row["forward_ms"] > 0 and row["backward_ms"] is not None for row in profile["layers"])
 
 
