@@ -107,6 +107,8 @@ def parser(run_defaults=True):
     p.add_argument("--metrics", metavar="PATH", help="write per-epoch metrics here (JSON)")
     p.add_argument("--plot", metavar="PATH", help="write loss/accuracy curves here (PNG; needs fastnn[plot])")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-fusion", action="store_true", help="run every layer alone, one kernel each, instead of "
+                   "fused Conv2D/Dense -> ReLU (-> MaxPool2D) kernels (the same as FASTNN_FUSION=0)")
     p.add_argument("--checkpoint", metavar="PATH", help="after every epoch (and every --checkpoint-every N "
                    "steps) write everything needed to resume exactly here (.npz, written atomically)")
     p.add_argument("--checkpoint-every", type=positive_int, metavar="N",
@@ -223,8 +225,11 @@ def cmd_train(args):
         trainer = Trainer(model, optimizer, batch_size=args.batch_size, seed=args.seed, progress=not args.no_progress,
                           checkpoint_path=checkpoint_path, checkpoint_every=args.checkpoint_every, settings=settings)
     model, optimizer = trainer.model, trainer.optimizer
+    if args.no_fusion:
+        model.set_fusion(False)
     print(f"fastnn {args.model} on {args.dataset}: {len(x_train):,} training images, backend {K.NAME}, "
-          f"{n_threads} threads, {args.optimizer} lr {optimizer.lr:g}, batch {args.batch_size}")
+          f"{n_threads} threads, {args.optimizer} lr {optimizer.lr:g}, batch {args.batch_size}, "
+          f"fusion {'on' if model.fuse else 'off'}")
     if args.resume:
         print(f"resuming {args.resume}: {trainer.epoch} epochs and {trainer.step} steps of the next done")
         was = (trainer.settings.get("backend"), trainer.settings.get("threads"))
@@ -291,6 +296,7 @@ def cmd_info(args):
     print(f"threads: {threads.set_threads()} (FASTNN_NUM_THREADS, default all {config.num_threads()} cores)")
     for pool in threadpoolctl.threadpool_info():
         print(f"  {pool['user_api']}: {pool['internal_api']} {pool.get('version')} ({pool['num_threads']} threads)")
+    print(f"fusion: {'on' if config.fusion() else 'off'} (FASTNN_FUSION, default on)")
     print(f"data: {config.data_dir() or '(FASTNN_DATA unset)'}; cache {config.cache_dir()}")
     return 0
 

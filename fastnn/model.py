@@ -66,8 +66,7 @@ class Sequential:
         first = next((layer for layer in self.layers if layer.params), None)
         if hasattr(first, "need_dx"):
             first.need_dx = False
-        self.fuse = config.fusion() if fuse is None else bool(fuse)
-        self.steps = fusion.plan(self.layers, self.fuse)
+        self.set_fusion(config.fusion() if fuse is None else fuse)
         self.set_rng(np.random.default_rng() if rng is None else rng)
 
     # ------------------------------------------------------------------ the two passes
@@ -91,6 +90,11 @@ class Sequential:
             if dy is None:  # the first layer with parameters skipped its input gradient
                 break
         return dy
+
+    def set_fusion(self, fuse: bool):
+        """Run fusable chains as fused kernels (True) or every layer alone (False), from now on."""
+        self.fuse = bool(fuse)
+        self.steps = fusion.plan(self.layers, self.fuse)
 
     def plan(self) -> list:
         """The steps the passes run, in order: fused blocks and single layers (fastnn/fusion.py)."""

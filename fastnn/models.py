@@ -52,9 +52,10 @@ def mlp(rng):
 MODELS = {"simple-cnn": simple_cnn, "pytorch-net": pytorch_net, "deep-cnn": deep_cnn, "mlp": mlp}
 
 
-def build(name, seed=0) -> Sequential:
-    """A freshly initialised named model; the same seed gives the same weights."""
+def build(name, seed=0, fuse=None) -> Sequential:
+    """A freshly initialised named model; the same seed gives the same weights. ``fuse``: see
+    Sequential (None: FASTNN_FUSION decides, on by default)."""
     if name not in MODELS:
         raise ConfigError(f"unknown model {name!r}: choose one of {', '.join(MODELS)}")
     rng = np.random.default_rng(seed)
-    return Sequential(MODELS[name](rng), MNIST_SHAPE, name=name, rng=rng)
+    return Sequential(MODELS[name](rng), MNIST_SHAPE, name=name, rng=rng, fuse=fuse)

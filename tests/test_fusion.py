@@ -119,3 +119,18 @@ def test_first_layer_with_parameters_skips_its_input_gradient(rng):
     logits = model.forward(rng.random((4, 1, 28, 28), dtype=np.float32))
     assert model.backward(np.ones_like(logits)) is None
     assert model.layers[1].grads["W"].shape == (784, 100)
+
+
+def test_cli_no_fusion_trains_the_same(mnist_dir, tmp_path, capsys):
+    """`fastnn train --no-fusion` runs every layer alone and ends with the same model (to float32)."""
+    from fastnn.cli import main
+    finals = {}
+    for flag in ([], ["--no-fusion"]):
+        path = tmp_path / f"model{len(flag)}.npz"
+        assert main(["train", "--model", "simple-cnn", "--epochs", "1", "--limit", "300", "--batch-size", "50",
+                     "--optimizer", "sgd", "--data", str(mnist_dir), "--threads", "1", "--no-progress",
+                     "--save", str(path), *flag]) == 0
+        assert f"fusion {'off' if flag else 'on'}" in capsys.readouterr().out
+        finals[bool(flag)] = Sequential.load(path).state_arrays()
+    for key, value in finals[False].items():
+        np.testing.assert_allclose(finals[True][key], value, rtol=1e-4, atol=1e-5, err_msg=key)

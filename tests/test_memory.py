@@ -32,6 +32,10 @@ def test_inference_at_batch_1000_holds_no_batch_sized_memory(model):
     for layer in net.layers:  # no layer keeps its input, output or cache after inference
         for name in ("x", "y", "cache", "mask"):
             assert getattr(layer, name, None) is None, f"{layer.name}.{name} kept after inference"
+    assert any(step.kernel for step in net.plan())
+    for step in net.plan():  # nor does a fused block
+        for name in ("x", "y", "cache"):
+            assert getattr(step, name, None) is None, f"{step!r}: {name} kept after inference"
 
 
 def test_backward_after_inference_is_a_clear_error():
