@@ -23,6 +23,12 @@ order: the result depends on T, never on timing.
 Padding is handled while the columns are built (zeros outside the image), so no padded copy
 of x is made and the forward cache keeps x itself; backward rebuilds the columns.
 
+The fused kernels (conv + bias + ReLU, then maybe the 2x2 max-pool; the specification is
+fastnn/backends/composed.py, the adapter fastnn/backends/cython/fused.py) run the same per-image
+loop with the epilogue (fastnn_ext/_epilogue.pxd) applied to each image's output block right after
+its sgemm, and backward builds each image's gradient at the convolution output into a per-thread
+buffer before the per-image backward work.
+
 ``im2col`` / ``col2im`` at the bottom are the contract's whole-batch functions, in the
 reference's layout (N*OH*OW, C*KH*KW).
 """
@@ -31,6 +37,7 @@ from cython.parallel cimport parallel, prange
 from libc.string cimport memcpy, memset
 
 from fastnn_ext._common cimport gemm, tap_range, threads_for, vsum
+from fastnn_ext._epilogue cimport bias_relu, bias_relu_pool_row, chain_gradient
 
 
 def team_size(Py_ssize_t work, Py_ssize_t images):
@@ -135,38 +142,145 @@ def conv2d_backward(floating[:, :, :, ::1] dx, floating[:, ::1] dW2, floating[::
     # dy (N, F, P), x (N, C, H, W), W2 (F, K) -> dW2 (F, K), db (F,), and dx (N, C, H, W) if
     # need_dx (else dx is not touched); scratch, one per thread: cols (T, K, P),
     # dW_parts (T, F, K), db_parts (T, F)
-    cdef Py_ssize_t N = x.shape[0], F = W2.shape[0], T = cols.shape[0], t, n, f, g, u, k
-    cdef int K = W2.shape[1], P = dy.shape[2], C = x.shape[1], H = x.shape[2], W = x.shape[3]
-    cdef int OH = (x.shape[2] + 2 * pad - kh) // stride + 1
-    cdef int OW = (x.shape[3] + 2 * pad - kw) // stride + 1
+    cdef Py_ssize_t N = x.shape[0], F = W2.shape[0], T = cols.shape[0], t, n, g
     with nogil, parallel(num_threads=T):
         for t in prange(T, schedule="static"):
-            memset(&dW_parts[t, 0, 0], 0, F * K * sizeof(floating))
+            memset(&dW_parts[t, 0, 0], 0, F * W2.shape[1] * sizeof(floating))
             memset(&db_parts[t, 0], 0, F * sizeof(floating))
             for n in range(t * N // T, (t + 1) * N // T):
-                _columns_image(&cols[t, 0, 0], &x[n, 0, 0, 0], C, H, W, kh, kw, stride, pad, OH, OW)
-                # dW_parts[t] += dy[n] @ cols[t].T
-                gemm(False, True, <int> F, K, P, 1, &dy[n, 0, 0], P, &cols[t, 0, 0], P,
-                     1, &dW_parts[t, 0, 0], K)
-                # db_parts[t] += dy[n].sum(axis=1)
-                for f in range(F):
-                    db_parts[t, f] += vsum(&dy[n, f, 0], P)
-                if need_dx:
-                    # cols[t] = W2.T @ dy[n]   (the columns are spent: their buffer takes dcol)
-                    gemm(True, False, K, P, <int> F, 1, &W2[0, 0], K, &dy[n, 0, 0], P,
-                         0, &cols[t, 0, 0], P)
-                    # dx[n] = col2im(cols[t])
-                    _add_columns_image(&dx[n, 0, 0, 0], &cols[t, 0, 0], C, H, W, kh, kw, stride,
-                                       pad, OH, OW)
+                _backward_image(dx, dW_parts, db_parts, cols, &dy[n, 0, 0], x, W2, n, t, kh, kw,
+                                stride, pad, need_dx)
         # dW2 = dW_parts.sum(axis=0); db = db_parts.sum(axis=0)   (in chunk order)
         for g in prange(F, schedule="static"):
-            db[g] = db_parts[0, g]
-            for k in range(K):
-                dW2[g, k] = dW_parts[0, g, k]
-            for u in range(1, T):
-                db[g] += db_parts[u, g]
-                for k in range(K):
-                    dW2[g, k] += dW_parts[u, g, k]
+            _sum_parts(dW2, db, dW_parts, db_parts, g)
+
+
+cdef void _backward_image(floating[:, :, :, ::1] dx, floating[:, :, ::1] dW_parts,
+                          floating[:, ::1] db_parts, floating[:, :, ::1] cols,
+                          const floating *dy_n, const floating[:, :, :, ::1] x,
+                          const floating[:, ::1] W2, Py_ssize_t n, Py_ssize_t t, int kh, int kw,
+                          int stride, int pad, bint need_dx) noexcept nogil:
+    # dy_n (F, P) the gradient at image n's output -> thread t's dW_parts[t] (F, K) and
+    # db_parts[t] (F,) gain image n's share, and dx[n] (C, H, W) if need_dx; cols[t] scratch
+    cdef Py_ssize_t F = W2.shape[0], f
+    cdef int K = W2.shape[1], P = cols.shape[2], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef int OH = (H + 2 * pad - kh) // stride + 1, OW = (W + 2 * pad - kw) // stride + 1
+    _columns_image(&cols[t, 0, 0], &x[n, 0, 0, 0], C, H, W, kh, kw, stride, pad, OH, OW)
+    # dW_parts[t] += dy[n] @ cols[t].T
+    gemm(False, True, <int> F, K, P, 1, dy_n, P, &cols[t, 0, 0], P, 1, &dW_parts[t, 0, 0], K)
+    # db_parts[t] += dy[n].sum(axis=1)
+    for f in range(F):
+        db_parts[t, f] += vsum(dy_n + f * P, P)
+    if need_dx:
+        # cols[t] = W2.T @ dy[n]   (the columns are spent: their buffer takes dcol)
+        gemm(True, False, K, P, <int> F, 1, &W2[0, 0], K, dy_n, P, 0, &cols[t, 0, 0], P)
+        # dx[n] = col2im(cols[t])
+        _add_columns_image(&dx[n, 0, 0, 0], &cols[t, 0, 0], C, H, W, kh, kw, stride, pad, OH, OW)
+
+
+cdef void _sum_parts(floating[:, ::1] dW2, floating[::1] db, const floating[:, :, ::1] dW_parts,
+                     const floating[:, ::1] db_parts, Py_ssize_t g) noexcept nogil:
+    # dW2[g] = dW_parts[:, g].sum(axis=0); db[g] = db_parts[:, g].sum()   (in chunk order)
+    cdef Py_ssize_t K = dW2.shape[1], T = dW_parts.shape[0], u, k
+    db[g] = db_parts[0, g]
+    for k in range(K):
+        dW2[g, k] = dW_parts[0, g, k]
+    for u in range(1, T):
+        db[g] += db_parts[u, g]
+        for k in range(K):
+            dW2[g, k] += dW_parts[u, g, k]
+
+
+# --------------------------------------------------- fused: convolution + bias + ReLU (+ pool)
+# The same per-image loop, with the epilogue (fastnn_ext/_epilogue.pxd) applied to image n's
+# output block right after its sgemm, while it is in cache. With the pool, the sgemm writes into
+# the thread's scratch z[t] (F, P) and only the pooled y[n] and its window winners reach memory.
+# Backward builds image n's gradient at z into the thread's dz[t] (F, P) and runs the per-image
+# backward above on it: every thread reads only its own images' dz.
+
+def conv2d_relu_forward(floating[:, :, ::1] y, floating[:, :, ::1] cols,
+                        const floating[:, :, :, ::1] x, const floating[:, ::1] W2,
+                        const floating[::1] b, int kh, int kw, int stride, int pad):
+    # x (N, C, H, W), W2 (F, K), b (F,) -> y (N, F, P) = relu(conv2d(x)); cols (T, K, P) scratch
+    cdef Py_ssize_t N = x.shape[0], F = W2.shape[0], T = cols.shape[0], t, n, f
+    cdef int K = W2.shape[1], P = y.shape[2], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef int OH = (x.shape[2] + 2 * pad - kh) // stride + 1
+    cdef int OW = (x.shape[3] + 2 * pad - kw) // stride + 1
+    if N == 0 or F == 0 or P == 0:
+        return
+    for t in prange(T, nogil=True, num_threads=T, schedule="static"):
+        for n in range(t * N // T, (t + 1) * N // T):
+            _columns_image(&cols[t, 0, 0], &x[n, 0, 0, 0], C, H, W, kh, kw, stride, pad, OH, OW)
+            # y[n] = W2 @ cols[t]
+            gemm(False, False, <int> F, P, K, 1, &W2[0, 0], K, &cols[t, 0, 0], P,
+                 0, &y[n, 0, 0], P)
+            # y[n] = np.maximum(y[n] + b[:, None], 0)
+            for f in range(F):
+                bias_relu(&y[n, f, 0], &y[n, f, 0], b[f], P)
+
+
+def conv2d_relu_pool_forward(floating[:, :, :, ::1] y, int[:, :, :, ::1] arg,
+                             floating[:, :, ::1] z, floating[:, :, ::1] cols,
+                             const floating[:, :, :, ::1] x, const floating[:, ::1] W2,
+                             const floating[::1] b, int kh, int kw, int stride, int pad):
+    # x (N, C, H, W), W2 (F, K), b (F,) -> y (N, F, OH//2, OW//2) = maxpool2x2(relu(conv2d(x))),
+    # arg (N, F, OH//2, OW//2) each window's winner, -1 where y is 0 (see _epilogue.pxd);
+    # scratch, one per thread: z (T, F, OH*OW), cols (T, K, OH*OW)
+    cdef Py_ssize_t N = x.shape[0], F = W2.shape[0], T = cols.shape[0], t, n, f, i
+    cdef int K = W2.shape[1], P = z.shape[2], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef int OH = (x.shape[2] + 2 * pad - kh) // stride + 1
+    cdef int OW = (x.shape[3] + 2 * pad - kw) // stride + 1
+    cdef const floating *zf
+    if N == 0 or F == 0 or y.shape[2] == 0 or y.shape[3] == 0:
+        return
+    for t in prange(T, nogil=True, num_threads=T, schedule="static"):
+        for n in range(t * N // T, (t + 1) * N // T):
+            _columns_image(&cols[t, 0, 0], &x[n, 0, 0, 0], C, H, W, kh, kw, stride, pad, OH, OW)
+            # z[t] = W2 @ cols[t]   (image n's convolution, bias not yet added)
+            gemm(False, False, <int> F, P, K, 1, &W2[0, 0], K, &cols[t, 0, 0], P,
+                 0, &z[t, 0, 0], P)
+            # y[n, f, i], arg[n, f, i] = the pooled relu(z[t, f, 2i:2i+2] + b[f]), row pair by pair
+            for f in range(F):
+                zf = &z[t, f, 0]
+                for i in range(y.shape[2]):
+                    bias_relu_pool_row(&y[n, f, i, 0], &arg[n, f, i, 0], zf + 2 * i * OW,
+                                       zf + (2 * i + 1) * OW, b[f], y.shape[3])
+
+
+def conv2d_relu_backward(floating[:, :, :, ::1] dx, floating[:, ::1] dW2, floating[::1] db,
+                         floating[:, :, ::1] cols, floating[:, :, ::1] dz,
+                         floating[:, :, ::1] dW_parts, floating[:, ::1] db_parts,
+                         const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] y,
+                         const int[:, :, :, ::1] arg, const floating[:, :, :, ::1] x,
+                         const floating[:, ::1] W2, int kh, int kw, int stride, int pad,
+                         bint need_dx):
+    # The backward pass of conv + ReLU, or of conv + ReLU + pool:
+    #   conv + ReLU:        dy (N, F, OH, OW), y (N, F, OH, OW) the forward output, arg empty
+    #   conv + ReLU + pool: dy (N, F, OH//2, OW//2), arg (N, F, OH//2, OW//2), y empty
+    # x (N, C, H, W), W2 (F, K) -> dW2 (F, K), db (F,), and dx (N, C, H, W) if need_dx (else dx
+    # is not touched); scratch, one per thread: cols (T, K, P), dz (T, F, P), dW_parts (T, F, K),
+    # db_parts (T, F), P = OH*OW
+    cdef Py_ssize_t N = x.shape[0], F = W2.shape[0], T = cols.shape[0], t, n, g
+    cdef int OH = (x.shape[2] + 2 * pad - kh) // stride + 1
+    cdef int OW = (x.shape[3] + 2 * pad - kw) // stride + 1
+    cdef Py_ssize_t dy_image = F * dy.shape[2] * dy.shape[3]
+    cdef const floating *y0 = &y[0, 0, 0, 0] if y.shape[0] > 0 else NULL
+    cdef const int *arg0 = &arg[0, 0, 0, 0] if arg.shape[0] > 0 else NULL
+    with nogil, parallel(num_threads=T):
+        for t in prange(T, schedule="static"):
+            memset(&dW_parts[t, 0, 0], 0, F * W2.shape[1] * sizeof(floating))
+            memset(&db_parts[t, 0], 0, F * sizeof(floating))
+            for n in range(t * N // T, (t + 1) * N // T):
+                # dz[t] = the gradient at image n's z: dy[n] * (y[n] > 0), or dy[n] unpooled to
+                # its windows' winners
+                chain_gradient(&dz[t, 0, 0], &dy[n, 0, 0, 0],
+                               y0 + n * dy_image if arg0 == NULL else NULL,
+                               arg0 + n * dy_image if arg0 != NULL else NULL, F, OH, OW)
+                _backward_image(dx, dW_parts, db_parts, cols, &dz[t, 0, 0], x, W2, n, t, kh, kw,
+                                stride, pad, need_dx)
+        # dW2 = dW_parts.sum(axis=0); db = db_parts.sum(axis=0)   (in chunk order)
+        for g in prange(F, schedule="static"):
+            _sum_parts(dW2, db, dW_parts, db_parts, g)
 
 
 # ------------------------------------------- the contract's im2col / col2im (whole batch)

@@ -16,6 +16,12 @@ Threads: one OpenMP parallel region per call; thread t takes units t*n//T up to 
 its own buffers (V[t], M[t], ...); the weight gradient is summed per thread, and the parts are
 added in thread order at the end.
 
+Fused with the ReLU (and 2x2 max-pool) after it (specification: fastnn/backends/composed.py):
+forward runs with the BIAS_RELU or BIAS_RELU_POOL epilogue, applied to the output transform's rows
+before they are written (m is even, so a 2x2 window never straddles two tile rows and only the
+pooled y reaches memory); ``backward_relu`` splits the batch by whole images, so each thread
+builds its own images' gradient at z and runs the weight- and input-gradient units on it.
+
 Loops use Py_ssize_t indices and pointers, so that the compiler vectorises them (see _conv.pyx).
 Each 1-D transform reads a short vector and writes its result to o[0], o[s], o[2s], ...: s is
 the distance between the rows (or positions) it fills.
@@ -25,6 +31,15 @@ from cython.parallel cimport prange
 cimport openmp
 
 from fastnn_ext._common cimport gemm
+from fastnn_ext._epilogue cimport bias_relu, bias_relu_pool_row, chain_gradient
+
+# what forward_unit does with the convolution's output (see forward)
+cdef enum:
+    BIAS = 0
+    BIAS_RELU = 1
+    BIAS_RELU_POOL = 2
+
+EPILOGUES = {"bias": BIAS, "relu": BIAS_RELU, "relu_pool": BIAS_RELU_POOL}
 
 
 def max_threads():
@@ -306,13 +321,18 @@ cdef void forward_unit(floating[:, :, :, ::1] y, const floating[:, :, :, ::1] x,
                        const floating[:, :, ::1] U, const floating[::1] b, int pad, int m,
                        Py_ssize_t g0, Py_ssize_t g1, Py_ssize_t tid, floating[:, :, :, ::1] V,
                        floating[:, :, :, ::1] M, floating[:, :, ::1] e, floating[:, ::1] s,
-                       floating[:, :, ::1] out, const floating *zero) noexcept nogil:
-    # x (N, C, H, W), U (a*a, F, C), b (F,) -> y (N, F, OH, OW) for tile rows g0 <= g < g1, with
-    # thread tid's buffers V[tid], M[tid], e[tid], s[tid], out[tid]
-    cdef Py_ssize_t F = y.shape[1], OH = y.shape[2], OW = y.shape[3], C = x.shape[1]
+                       floating[:, :, ::1] out, const floating *zero, int epilogue,
+                       int *arg) noexcept nogil:
+    # x (N, C, H, W), U (a*a, F, C), b (F,) -> y (N, F, OH, OW) = conv + b for tile rows
+    # g0 <= g < g1, with thread tid's buffers V[tid], M[tid], e[tid], s[tid], out[tid]; then, by
+    # the epilogue: BIAS as it stands, BIAS_RELU relu(conv + b), BIAS_RELU_POOL y (N, F, OH//2,
+    # OW//2) = maxpool2x2(relu(conv + b)) and arg, C-contiguous of y's shape, the windows'
+    # winners (see _epilogue.pxd)
+    cdef Py_ssize_t F = y.shape[1], C = x.shape[1]
+    cdef Py_ssize_t OH = x.shape[2] + 2 * pad - 2, OW = x.shape[3] + 2 * pad - 2  # 3x3, stride 1
     cdef Py_ssize_t TH = (OH + m - 1) // m, TW = (OW + m - 1) // m, P = m * (TW + 1)
     cdef Py_ssize_t T = (g1 - g0) * (TW + 1), Tb = V.shape[3], L = out.shape[2]
-    cdef Py_ssize_t xi, f, k, n, th, i, j, rows
+    cdef Py_ssize_t xi, f, k, n, th, i, j, rows, r
     cdef floating bias
     cdef floating *dst
     cdef const floating *src
@@ -324,15 +344,30 @@ cdef void forward_unit(floating[:, :, :, ::1] y, const floating[:, :, :, ::1] x,
     for f in range(F):
         # out[i, k*P + j] = (A^T M A) of every tile: output row th*m + i, column j of tile row k
         output_tiles(&out[tid, 0, 0], L, &M[tid, 0, f, 0], M.shape[2] * Tb, &s[tid, 0], m, T)
-        # y[n, f, th*m + i, :] = out[i, k*P : k*P + OW] + b[f], the rows that exist
         bias = b[f]
         for k in range(g1 - g0):
             n, th = (g0 + k) // TH, (g0 + k) % TH
             rows = min(m, OH - th * m)
+            if epilogue == BIAS_RELU_POOL:
+                # y[n, f, r], arg[n, f, r] = the pooled relu(out[i:i+2, k*P : k*P + OW] + b[f]),
+                # r = (th*m + i) // 2: m is even, so no window straddles two tile rows; an odd
+                # last row (i + 1 == rows) belongs to no window
+                for i in range(0, rows - 1, 2):
+                    r = (th * m + i) // 2
+                    bias_relu_pool_row(&y[n, f, r, 0],
+                                       arg + ((n * F + f) * y.shape[2] + r) * y.shape[3],
+                                       &out[tid, i, k * P], &out[tid, i + 1, k * P], bias,
+                                       y.shape[3])
+                continue
             for i in range(rows):
                 dst, src = &y[n, f, th * m + i, 0], &out[tid, i, k * P]
-                for j in range(OW):
-                    dst[j] = src[j] + bias
+                if epilogue == BIAS_RELU:
+                    # y[n, f, th*m + i, :] = np.maximum(out[i, k*P : k*P + OW] + b[f], 0)
+                    bias_relu(dst, src, bias, OW)
+                else:
+                    # y[n, f, th*m + i, :] = out[i, k*P : k*P + OW] + b[f], the rows that exist
+                    for j in range(OW):
+                        dst[j] = src[j] + bias
 
 
 cdef void weight_grad_unit(floating[:, :, :, ::1] dU, floating[:, ::1] db,
@@ -385,17 +420,28 @@ def forward(floating[:, :, :, ::1] y, const floating[:, :, :, ::1] x,
             const floating[:, :, :, ::1] W, const floating[::1] b, int pad, int m, Py_ssize_t R,
             const floating[::1] zero, floating[:, :, ::1] U, floating[:, :, :, ::1] V,
             floating[:, :, :, ::1] M, floating[:, :, ::1] e, floating[:, ::1] s,
-            floating[:, :, ::1] out):
+            floating[:, :, ::1] out, int epilogue=BIAS, int[:, :, :, ::1] arg=None):
     # x (N, C, H, W), W (F, C, 3, 3), b (F,) -> y (N, F, OH, OW); R tile rows per unit; zero (W,)
-    # zeros; U (a*a, F, C) filled here; V, M, e, s, out: one buffer per thread (leading axis)
-    cdef Py_ssize_t n_rows = x.shape[0] * ((y.shape[2] + m - 1) // m)  # tile rows of the batch
+    # zeros; U (a*a, F, C) filled here; V, M, e, s, out: one buffer per thread (leading axis).
+    # epilogue (EPILOGUES): BIAS y = conv + b; BIAS_RELU y = relu(conv + b); BIAS_RELU_POOL
+    # y (N, F, OH//2, OW//2) = maxpool2x2(relu(conv + b)) and arg (N, F, OH//2, OW//2) the
+    # windows' winners (_epilogue.pxd): the full convolution output is never written.
+    cdef Py_ssize_t OH = x.shape[2] + 2 * pad - 2
+    cdef Py_ssize_t n_rows = x.shape[0] * ((OH + m - 1) // m)  # tile rows of the batch
     cdef Py_ssize_t n_units = (n_rows + R - 1) // R, T = V.shape[0], t, u
+    cdef int *arg0 = NULL
+    if epilogue == BIAS_RELU_POOL:
+        if arg is None or any(arg.shape[i] != y.shape[i] for i in range(4)):
+            raise ValueError("the pooling epilogue needs arg, shaped as y")
+        if y.shape[2] == 0 or y.shape[3] == 0:
+            return
+        arg0 = &arg[0, 0, 0, 0]
     with nogil:
         filters(U, W, m, False)
     for t in prange(T, nogil=True, num_threads=T, schedule="static"):
         for u in range(t * n_units // T, (t + 1) * n_units // T):
             forward_unit(y, x, U, b, pad, m, u * R, min(n_rows, (u + 1) * R), t, V, M, e, s, out,
-                         &zero[0])
+                         &zero[0], epilogue, arg0)
 
 
 def backward(floating[:, :, :, ::1] dW, floating[::1] db, floating[:, :, :, ::1] dx,
@@ -429,16 +475,102 @@ def backward(floating[:, :, :, ::1] dW, floating[::1] db, floating[:, :, :, ::1]
             # dx = conv(dy, W flipped, pad 2 - pad): the forward units over dx's tiles
             for u in range(t * n_units_x // T, (t + 1) * n_units_x // T):
                 forward_unit(dx, dy, Uf, zero_bias, 2 - pad, m, u * Rx, min(n_rows_x, (u + 1) * Rx),
-                             t, Vx, Mx, e_x, s_x, out_x, &zero[0])
+                             t, Vx, Mx, e_x, s_x, out_x, &zero[0], BIAS, NULL)
     with nogil:
-        # dU = dU_parts.sum(0), db = db_parts.sum(0), in thread order; dW = G^T dU G
-        for t in range(1, T):
-            for i in range(dU_parts.shape[1]):
-                for f in range(dU_parts.shape[2]):
-                    for c in range(dU_parts.shape[3]):
-                        dU_parts[0, i, f, c] += dU_parts[t, i, f, c]
-            for f in range(db_parts.shape[1]):
-                db_parts[0, f] += db_parts[t, f]
-        for f in range(db.shape[0]):
-            db[f] = db_parts[0, f]
-        filters_adjoint(dW, dU_parts[0], m)
+        sum_weight_gradient(dW, db, dU_parts, db_parts, m)
+
+
+cdef void sum_weight_gradient(floating[:, :, :, ::1] dW, floating[::1] db,
+                              floating[:, :, :, ::1] dU_parts, floating[:, ::1] db_parts,
+                              int m) noexcept nogil:
+    # dU = dU_parts.sum(0), db = db_parts.sum(0), in thread order; dW = G^T dU G
+    cdef Py_ssize_t T = dU_parts.shape[0], t, i, f, c
+    for t in range(1, T):
+        for i in range(dU_parts.shape[1]):
+            for f in range(dU_parts.shape[2]):
+                for c in range(dU_parts.shape[3]):
+                    dU_parts[0, i, f, c] += dU_parts[t, i, f, c]
+        for f in range(db_parts.shape[1]):
+            db_parts[0, f] += db_parts[t, f]
+    for f in range(db.shape[0]):
+        db[f] = db_parts[0, f]
+    filters_adjoint(dW, dU_parts[0], m)
+
+
+# ------------------------------------------------- fused: convolution + bias + ReLU (+ pool)
+# Forward is ``forward`` with its BIAS_RELU or BIAS_RELU_POOL epilogue. Backward splits the
+# batch by whole images: thread t takes groups of G images, builds their gradient at z into its
+# own dz[t] (G images: sized with the units' buffers, about L2), then runs the weight-gradient
+# units and the input-gradient units (the forward units over dz) of those images on it. No
+# thread reads another's dz, so one parallel region needs no barrier.
+
+def backward_relu(floating[:, :, :, ::1] dW, floating[::1] db, floating[:, :, :, ::1] dx,
+                  const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] y,
+                  const int[:, :, :, ::1] arg, const floating[:, :, :, ::1] x,
+                  const floating[:, :, :, ::1] W, int pad, int m, Py_ssize_t G, Py_ssize_t R,
+                  Py_ssize_t Rx, bint need_dx, const floating[::1] zero,
+                  floating[:, :, :, :, ::1] dz, floating[:, :, :, ::1] dU_parts,
+                  floating[:, ::1] db_parts, floating[:, :, :, ::1] V, floating[:, :, :, ::1] dM,
+                  floating[:, :, ::1] e, floating[:, ::1] s, floating[:, :, ::1] dyb,
+                  floating[:, :, ::1] Uf, const floating[::1] zero_bias,
+                  floating[:, :, :, ::1] Vx, floating[:, :, :, ::1] Mx, floating[:, :, ::1] e_x,
+                  floating[:, ::1] s_x, floating[:, :, ::1] out_x):
+    # The backward pass of conv + ReLU, or of conv + ReLU + pool:
+    #   conv + ReLU:        dy (N, F, OH, OW), y (N, F, OH, OW) the forward output, arg empty
+    #   conv + ReLU + pool: dy (N, F, OH//2, OW//2), arg (N, F, OH//2, OW//2), y empty
+    # x (N, C, H, W), W (F, C, 3, 3) -> dW (F, C, 3, 3), db (F,), and dx (N, C, H, W) if need_dx.
+    # Per thread: dz (T, G, F, OH, OW) G images' gradient at z, and the buffers of ``backward``
+    # (R tile rows per weight-gradient unit, Rx per input-gradient unit); zero as wide as x's and
+    # z's rows; Uf (a*a, C, F) filled here.
+    cdef Py_ssize_t N = x.shape[0], T = V.shape[0], t, grp
+    cdef Py_ssize_t n_groups = (N + G - 1) // G
+    cdef const floating *y0 = &y[0, 0, 0, 0] if y.shape[0] > 0 else NULL
+    cdef const int *arg0 = &arg[0, 0, 0, 0] if arg.shape[0] > 0 else NULL
+    dU_parts[:] = 0
+    db_parts[:] = 0
+    with nogil:
+        if need_dx:
+            filters(Uf, W, m, True)
+    for t in prange(T, nogil=True, num_threads=T, schedule="static"):
+        for grp in range(t * n_groups // T, (t + 1) * n_groups // T):
+            backward_relu_group(dU_parts, db_parts, dx, dy, y0, arg0, x, pad, m, grp * G,
+                                min(N, (grp + 1) * G), R, Rx, need_dx, &zero[0], t, dz, V, dM, e,
+                                s, dyb, Uf, zero_bias, Vx, Mx, e_x, s_x, out_x)
+    with nogil:
+        sum_weight_gradient(dW, db, dU_parts, db_parts, m)
+
+
+cdef void backward_relu_group(floating[:, :, :, ::1] dU_parts, floating[:, ::1] db_parts,
+                              floating[:, :, :, ::1] dx, const floating[:, :, :, ::1] dy,
+                              const floating *y0, const int *arg0,
+                              const floating[:, :, :, ::1] x, int pad, int m, Py_ssize_t n0,
+                              Py_ssize_t n1, Py_ssize_t R, Py_ssize_t Rx, bint need_dx,
+                              const floating *zero, Py_ssize_t t, floating[:, :, :, :, ::1] dz,
+                              floating[:, :, :, ::1] V, floating[:, :, :, ::1] dM,
+                              floating[:, :, ::1] e, floating[:, ::1] s, floating[:, :, ::1] dyb,
+                              floating[:, :, ::1] Uf, const floating[::1] zero_bias,
+                              floating[:, :, :, ::1] Vx, floating[:, :, :, ::1] Mx,
+                              floating[:, :, ::1] e_x, floating[:, ::1] s_x,
+                              floating[:, :, ::1] out_x) noexcept nogil:
+    # images n0 <= n < n1, thread t: dz[t] = their gradient at z; dU_parts[t], db_parts[t] += their
+    # weight gradient; dx[n0:n1] = their input gradient if need_dx
+    cdef Py_ssize_t F = dz.shape[2], OH = dz.shape[3], OW = dz.shape[4], H = x.shape[2]
+    cdef Py_ssize_t TH = (OH + m - 1) // m, THx = (H + m - 1) // m, k = n1 - n0, n, u
+    cdef Py_ssize_t dy_image = F * dy.shape[2] * dy.shape[3]
+    cdef floating[:, :, :, ::1] dz_g
+    cdef floating[:, :, :, ::1] dx_g
+    for n in range(n0, n1):
+        # dz[t, n - n0] = dy[n] * (y[n] > 0), or dy[n] unpooled to its windows' winners
+        chain_gradient(&dz[t, n - n0, 0, 0, 0], &dy[n, 0, 0, 0],
+                       y0 + n * dy_image if arg0 == NULL else NULL,
+                       arg0 + n * dy_image if arg0 != NULL else NULL, F, OH, OW)
+    dz_g = dz[t, :k]
+    for u in range((k * TH + R - 1) // R):
+        weight_grad_unit(dU_parts, db_parts, dz_g, x[n0:n1], pad, m, u * R,
+                         min(k * TH, (u + 1) * R), t, V, dM, e, s, dyb, zero)
+    if need_dx:
+        # dx[n0:n1] = conv(dz_g, W flipped, pad 2 - pad): the forward units over dx's tiles
+        dx_g = dx[n0:n1]
+        for u in range((k * THx + Rx - 1) // Rx):
+            forward_unit(dx_g, dz_g, Uf, zero_bias, 2 - pad, m, u * Rx, min(k * THx, (u + 1) * Rx),
+                         t, Vx, Mx, e_x, s_x, out_x, zero, BIAS, NULL)

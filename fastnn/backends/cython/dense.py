@@ -17,7 +17,7 @@ def dense_forward(x, W, b):
 def dense_backward(dy, x, W, need_dx=True):
     # dy (N, M) -> dx (N, D) or None, dW (D, M), db (M,)
     dy, x, W = floats(dy, x, W)
-    dx, dW = np.empty_like(x), np.empty_like(W)
-    db = np.empty(W.shape[1], dtype=W.dtype)
-    _dense.dense_backward(dx, dW, db, dy, x, W)
+    dx = np.empty_like(x) if need_dx else np.empty((0, 0), x.dtype)  # need_dx False: untouched
+    dW, db = np.empty_like(W), np.empty(W.shape[1], dtype=W.dtype)
+    _dense.dense_backward(dx, dW, db, dy, x, W, need_dx)
     return (dx if need_dx else None), dW, db

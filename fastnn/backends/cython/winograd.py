@@ -7,6 +7,11 @@ fastnn/backends/numpy/winograd.py.
     forward(x, W, b, pad, n_threads=None, m=2) -> y
     backward(dy, x, W, pad, need_dx=True, n_threads=None, m=2) -> (dx or None, dW, db)
 
+and fused with the ReLU (and the 2x2 max-pool) that follow (fastnn/backends/cython/fused.py):
+
+    forward_relu(x, W, b, pad, pool, n_threads=None, m=2) -> (y, arg or None)
+    backward_relu(dy, x, W, pad, y=None, arg=None, need_dx=True, n_threads=None, m=2)
+
 Arrays are float32 or float64 (one dtype, made C-contiguous here when they are not);
 n_threads defaults to OpenMP's limit. The per-thread buffers of a call are carved out of one
 work array (reused by the next call with the same shapes).
@@ -41,6 +46,11 @@ def _tile_rows_per_unit(n_rows, TW, channels, a, n_threads, itemsize):
     return max(1, min(fit, -(-n_rows // n_threads)))
 
 
+def _equal_units(rows, fit):
+    """Tile rows per unit when ``rows`` are cut into equal units of ``fit`` to 2 * ``fit`` rows."""
+    return max(1, -(-rows // max(1, rows // fit)))
+
+
 def _unit_shapes(T, m, c_in, c_out, R, TW):
     # per-thread buffers of units that turn c_in channels into c_out: V, M, e, s, out
     a = m + 2
@@ -73,6 +83,16 @@ def zero_row(*arrays):
 
 def forward(x, W, b, pad, n_threads=None, m=2):
     # x (N, C, H, W), W (F, C, 3, 3), b (F,) -> y (N, F, OH, OW)
+    return _forward(x, W, b, pad, n_threads, m, "bias")[0]
+
+
+def forward_relu(x, W, b, pad, pool, n_threads=None, m=2):
+    # x (N, C, H, W) -> y (N, F, OH, OW) = relu(conv2d(x)), arg None; or, if pool, y (N, F, OH//2,
+    # OW//2) = maxpool2x2(relu(conv2d(x))) and arg int32 of y's shape, each window's winner
+    return _forward(x, W, b, pad, n_threads, m, "relu_pool" if pool else "relu")
+
+
+def _forward(x, W, b, pad, n_threads, m, epilogue):
     _check_tile(m)
     x, W, b = floats(x, W, b)
     N, C, H, Wd = x.shape
@@ -82,11 +102,14 @@ def forward(x, W, b, pad, n_threads=None, m=2):
     TH, TW = -(-OH // m), -(-OW // m)
     T = max(1, min(n_threads or _winograd.max_threads(), N * TH))
     R = _tile_rows_per_unit(N * TH, TW, C + F, a, T, x.itemsize)
-    y = np.empty((N, F, OH, OW), x.dtype)
+    pool = epilogue == "relu_pool"
+    y = np.empty((N, F, OH // 2, OW // 2) if pool else (N, F, OH, OW), x.dtype)
+    arg = np.empty(y.shape, np.int32) if pool else None
     U, *buffers = _carve("winograd.forward", [(a * a, F, C)] + _unit_shapes(T, m, C, F, R, TW),
                          x.dtype)
-    _winograd.forward(y, x, W, b, pad, m, R, zero_row(x), U, *buffers)
-    return y
+    _winograd.forward(y, x, W, b, pad, m, R, zero_row(x), U, *buffers,
+                      epilogue=_winograd.EPILOGUES[epilogue], arg=arg)
+    return y, arg
 
 
 def backward(dy, x, W, pad, need_dx=True, n_threads=None, m=2):
@@ -115,4 +138,44 @@ def backward(dy, x, W, pad, need_dx=True, n_threads=None, m=2):
     dW_buffers, Uf, dx_buffers = buffers[:5], buffers[5], buffers[6:]
     _winograd.backward(dW, db, dx, dy, x, W, pad, m, R, Rx, need_dx, zero_row(x, dy), dU_parts,
                        db_parts, *dW_buffers, Uf, zero_bias, *dx_buffers)
+    return (dx if need_dx else None), dW, db
+
+
+def backward_relu(dy, x, W, pad, y=None, arg=None, need_dx=True, n_threads=None, m=2):
+    # The backward pass of forward_relu: dy (N, F, OH, OW) and y, its forward output; or, after the
+    # pool, dy (N, F, OH//2, OW//2) and arg -> (dx (N, C, H, W) or None, dW, db)
+    _check_tile(m)
+    dy, x, W = floats(dy, x, W)
+    N, C, H, Wd = x.shape
+    F = W.shape[0]
+    a = m + 2
+    OH, OW = H + 2 * pad - 2, Wd + 2 * pad - 2
+    TH, TW = -(-OH // m), -(-OW // m)
+    THx, TWx = -(-H // m), -(-Wd // m)
+    T = max(1, n_threads or _winograd.max_threads())
+    # groups of G whole images, enough to fill a unit (but no fewer groups than threads), cut
+    # into equal units of R (Rx) tile rows, each 1 to 2 times the rows that fit in L2 (one unit a
+    # group where the group is smaller than two)
+    fit = _tile_rows_per_unit(N * TH, TW, C + F, a, T, x.itemsize)
+    G = max(1, min(-(-fit // TH), -(-N // T)))
+    R = _equal_units(G * TH, fit)
+    Rx = _equal_units(G * THx, _tile_rows_per_unit(N * THx, TWx, C + F, a, T, x.itemsize))
+    dW, db = np.empty(W.shape, x.dtype), np.empty(F, x.dtype)
+    shapes = [(T, G, F, OH, OW), (T, a * a, F, C), (T, F)] + _unit_shapes(T, m, C, F, R, TW)
+    if need_dx:
+        shapes += [(a * a, C, F)] + _unit_shapes(T, m, F, C, Rx, TWx)
+    dz, dU_parts, db_parts, *buffers = _carve("winograd.backward", shapes, x.dtype)
+    if need_dx:
+        dx = np.empty(x.shape, x.dtype)
+    else:  # untouched stand-ins of the right types: Uf and the dx units' buffers
+        dx = np.empty((0, 0, 0, 0), x.dtype)
+        buffers += [dU_parts[0]] + buffers[:5]
+    no_y, no_arg = np.empty((0, 0, 0, 0), x.dtype), np.empty((0, 0, 0, 0), np.int32)
+    y = no_y if y is None else y
+    arg = no_arg if arg is None else arg
+    zero = np.zeros(max(Wd, OW), x.dtype)  # as wide as x's rows and dz's (the dx units' input)
+    zero_bias = np.zeros(C, x.dtype)
+    dW_buffers, Uf, dx_buffers = buffers[:5], buffers[5], buffers[6:]
+    _winograd.backward_relu(dW, db, dx, dy, y, arg, x, W, pad, m, G, R, Rx, need_dx, zero, dz,
+                            dU_parts, db_parts, *dW_buffers, Uf, zero_bias, *dx_buffers)
     return (dx if need_dx else None), dW, db
