@@ -20,7 +20,7 @@ from ..composed import fused_kernels
 from ._common import FAST, f32, scratch
 from .conv import WINOGRAD_TILE, conv2d_algorithm, direct, winograd
 from .conv.epilogue import RELU, RELU_POOL
-from .dense import backward_block, forward_block
+from .dense import backward_block, column_chunk, forward_block
 
 _composed = fused_kernels(sys.modules[__package__])
 
@@ -36,7 +36,7 @@ def _dense_relu_forward(y, x, W, b, T):
 
 
 @njit(cache=True, parallel=True, fastmath=FAST)
-def _dense_relu_backward(dx, dW, db, dz, dy, x, W, y, need_dx):
+def _dense_relu_backward(dx, dW, db, dz, dy, x, W, y, chunk, need_dx):
     # dy, y (N, M) -> dx (N, D) (if need_dx), dW (D, M), db (M,); dz (T, N, M) per-thread buffers
     T = dz.shape[0]
     for t in prange(T):
@@ -44,7 +44,7 @@ def _dense_relu_backward(dx, dW, db, dz, dy, x, W, y, need_dx):
         for n in range(dy.shape[0]):
             for m in range(dy.shape[1]):
                 dz[t, n, m] = dy[n, m] if y[n, m] > 0.0 else 0.0
-        backward_block(dx, dW, db, dz[t], x, W, t, T, need_dx)
+        backward_block(dx, dW, db, dz[t], x, W, t, T, chunk, need_dx)
 
 
 def dense_relu_forward(x, W, b):
@@ -61,7 +61,8 @@ def dense_relu_backward(dy, x, W, y, need_dx=True):
     T = numba.get_num_threads()
     dx = np.empty_like(x) if need_dx else x  # x: an untouched stand-in of the right type
     dW, db = np.empty_like(W), np.empty(W.shape[1], np.float32)
-    _dense_relu_backward(dx, dW, db, scratch("dense_relu.dz", (T,) + dy.shape), dy, x, W, y, need_dx)
+    _dense_relu_backward(dx, dW, db, scratch("dense_relu.dz", (T,) + dy.shape), dy, x, W, y,
+                         column_chunk(*dy.shape), need_dx)
     return (dx if need_dx else None), dW, db
 
 
