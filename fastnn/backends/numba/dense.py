@@ -30,7 +30,7 @@ def forward_block(y, x, W, b, lo, hi, relu):
     if relu:
         for n in range(lo, hi):
             for m in range(y.shape[1]):
-                y[n, m] = max(y[n, m], 0.0)
+                y[n, m] = max(y[n, m], np.float32(0.0))
 
 
 @njit(cache=True, fastmath=FAST)

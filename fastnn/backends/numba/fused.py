@@ -6,8 +6,8 @@ never written whole. What they compute is fastnn/backends/composed.py.
   small: 100 x 100 for these nets, cheaper than a second parallel region to share it), then
   computes its block of dx, dW and db as dense_backward does.
 * conv + bias + ReLU (+ 2x2 max-pool), for the algorithms that have it built in
-  (fastnn/backends/numba/conv/epilogue.py): the direct loops and Winograd (every layer of the
-  named nets); im2col (forced, or strided layers) runs the composition. With the pool, forward writes only the pooled output and its argmax; backward
+  (fastnn/backends/numba/conv/epilogue.py): im2col at stride 1, direct and Winograd (every layer
+  of the named nets); strided layers run the composition. With the pool, forward writes only the pooled output and its argmax; backward
   rebuilds each image's output gradient from them in a small per-thread buffer.
 """
 import sys
@@ -18,7 +18,7 @@ from numba import njit, prange
 
 from ..composed import fused_kernels
 from ._common import FAST, f32, scratch
-from .conv import WINOGRAD_TILE, conv2d_algorithm, direct, winograd
+from .conv import WINOGRAD_TILE, conv2d_algorithm, direct, per_image, winograd
 from .conv.epilogue import RELU, RELU_POOL
 from .dense import backward_block, column_chunk, forward_block
 
@@ -43,7 +43,7 @@ def _dense_relu_backward(dx, dW, db, dz, dy, x, W, y, chunk, need_dx):
         # dz[t] = dy * (y > 0)
         for n in range(dy.shape[0]):
             for m in range(dy.shape[1]):
-                dz[t, n, m] = dy[n, m] if y[n, m] > 0.0 else 0.0
+                dz[t, n, m] = dy[n, m] * np.float32(y[n, m] > 0.0)
         backward_block(dx, dW, db, dz[t], x, W, t, T, chunk, need_dx)
 
 
@@ -77,6 +77,9 @@ def _conv_forward(name, post, x, W, b, stride, pad):
     if algorithm in WINOGRAD_TILE:
         y, arg = winograd.fused_forward(x, W, b, pad, numba.get_num_threads(), WINOGRAD_TILE[algorithm], post)
         return y, (algorithm, x, W, pad, y, arg)
+    if algorithm == "im2col" and stride == 1:
+        y, arg = per_image.forward(x, W, b, stride, pad, numba.get_num_threads(), scratch, post)
+        return y, (algorithm, x, W, pad, y, arg)
     y, cache = _composed[name + "_forward"](x, W, b, stride, pad)
     return y, ("composed", cache)
 
@@ -88,6 +91,8 @@ def _conv_backward(name, post, dy, cache, need_dx):
     _, x, W, pad, y, arg = cache
     if algorithm == "direct":
         return direct.backward(f32(dy), x, W, pad, need_dx, post, arg, y)
+    if algorithm == "im2col":
+        return per_image.backward(f32(dy), x, W, 1, pad, need_dx, numba.get_num_threads(), scratch, post, arg, y)
     return winograd.backward(f32(dy), x, W, pad, need_dx, numba.get_num_threads(), WINOGRAD_TILE[algorithm],
                              post, arg, y)
 

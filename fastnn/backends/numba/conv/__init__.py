@@ -74,7 +74,7 @@ def conv2d_forward(x, W, b, stride, pad):
     if algorithm in WINOGRAD_TILE:
         y = winograd.forward(x, W, b, pad, numba.get_num_threads(), WINOGRAD_TILE[algorithm])
     else:
-        y = per_image.forward(x, W, b, stride, pad, numba.get_num_threads(), scratch)
+        y, _ = per_image.forward(x, W, b, stride, pad, numba.get_num_threads(), scratch)
     return y, (algorithm, x, W, stride, pad)
 
 

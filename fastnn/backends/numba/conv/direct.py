@@ -18,7 +18,7 @@ import numpy as np
 from numba import njit, prange
 
 from .._common import FAST, f32
-from .epilogue import PLAIN, RELU, RELU_POOL, bias_relu_row, pool_row, relu_mask_row, unpool_plane
+from .epilogue import PLAIN, RELU, RELU_POOL, bias_relu_row, pool_plane, relu_mask_row, unpool_plane
 
 
 def padded(x, pad):
@@ -135,9 +135,7 @@ def _forward(y, arg, xp, W, b, post):
         for f in range(F):
             filter_image(acc, xp, W, b, n, f)
             if post == RELU_POOL:
-                for ph in range(y.shape[2]):
-                    pool_row(y[n, f, ph], arg[n, f, ph], acc[2 * ph * Wp:], acc[(2 * ph + 1) * Wp:],
-                             0.0, 2 * ph, OW)
+                pool_plane(y[n, f], arg[n, f], acc, Wp, 0.0)
             else:
                 # y[n, f] = acc viewed as (OH, Wp), first OW columns (then ReLU)
                 for oh in range(OH):
@@ -165,7 +163,7 @@ def _backward(part_W, part_b, dxp, dy, arg, y, xp, W, post, need_dx):
                 dxp[n] = 0.0
             for f in range(F):
                 if post == RELU_POOL:
-                    unpool_plane(dz_wide, Wp, OW, dy[n, f], arg[n, f], y[n, f])
+                    unpool_plane(dz_wide, Wp, dy[n, f], arg[n, f], y[n, f])
                 else:
                     for oh in range(OH):  # dz = dy (* (y > 0) after a ReLU), row by row
                         dst = dz_wide[oh * Wp:oh * Wp + OW]

@@ -25,7 +25,9 @@ import numpy as np
 from numba import njit, prange
 
 from ...numpy.conv import output_size
+from .._common import FAST
 from ..blas import gemm
+from .epilogue import PLAIN, RELU, RELU_POOL, pool_plane, relu_inplace, relu_mask_row, unpool_plane
 
 
 @njit(cache=True, inline="always")
@@ -38,7 +40,7 @@ def _tap_range(size, out, k, stride, pad):
     return min(lo, hi), hi
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=FAST)
 def columns_image(col, x, kh, kw, stride, pad, OH, OW):
     # x (C, H, W) one image -> col (C*KH*KW, OH*OW)
     # col[(c, i, j), oh*OW + ow] = x_padded[c, oh*stride + i, ow*stride + j]   (zero in the padding)
@@ -52,18 +54,24 @@ def columns_image(col, x, kh, kw, stride, pad, OH, OW):
                     h = oh * stride + i - pad
                     dst = row[oh * OW:(oh + 1) * OW]
                     if h < 0 or h >= H:
-                        dst[:] = 0.0
+                        for ow in range(OW):
+                            dst[ow] = 0.0
                         continue
-                    src = x[c, h]
                     for ow in range(lo):
                         dst[ow] = 0.0
-                    for ow in range(lo, hi):
-                        dst[ow] = src[ow * stride + j - pad]
+                    if stride == 1:  # a contiguous copy, slices from 0 so that it vectorises
+                        src, part = x[c, h, lo + j - pad:hi + j - pad], dst[lo:hi]
+                        for q in range(hi - lo):
+                            part[q] = src[q]
+                    else:
+                        src = x[c, h]
+                        for ow in range(lo, hi):
+                            dst[ow] = src[ow * stride + j - pad]
                     for ow in range(hi, OW):
                         dst[ow] = 0.0
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=FAST)
 def add_columns_image(dx, col, kh, kw, stride, pad, OH, OW):
     # col (C*KH*KW, OH*OW) -> dx (C, H, W), zeroed first: the adjoint of columns_image
     # dx_padded[c, oh*stride + i, ow*stride + j] += col[(c, i, j), oh*OW + ow]
@@ -78,197 +86,121 @@ def add_columns_image(dx, col, kh, kw, stride, pad, OH, OW):
                     h = oh * stride + i - pad
                     if h < 0 or h >= H:
                         continue
-                    src, dst = row[oh * OW:(oh + 1) * OW], dx[c, h]
-                    for ow in range(lo, hi):
-                        dst[ow * stride + j - pad] += src[ow]
+                    if stride == 1:
+                        src, dst = row[oh * OW + lo:oh * OW + hi], dx[c, h, lo + j - pad:hi + j - pad]
+                        for q in range(hi - lo):
+                            dst[q] += src[q]
+                    else:
+                        src, dst = row[oh * OW:(oh + 1) * OW], dx[c, h]
+                        for ow in range(lo, hi):
+                            dst[ow * stride + j - pad] += src[ow]
 
 
-@njit(cache=True)
-def pad_image(xp, x, pad):
-    # x (C, H, W) -> xp (C, H + 2 pad, W + 2 pad), zeros around
-    C, H, W = x.shape
-    if pad > 0:
-        xp[:] = 0.0
-    for c in range(C):
-        for h in range(H):
-            xp[c, h + pad, pad:pad + W] = x[c, h]
-
-
-@njit(cache=True)
-def wide_columns_image(col, xp, kh, kw):
-    # xp (C, Hp, Wp) one padded image -> col (C*KH*KW, L), stride 1, L = (OH - 1)*Wp + OW
-    # col[(c, i, j), q] = xp.reshape(C, Hp*Wp)[c, i*Wp + j + q]: wide output pixel q = oh*Wp + ow
-    C, Hp, Wp = xp.shape
-    L = col.shape[1]
-    for c in range(C):
-        x_flat = xp[c].reshape(Hp * Wp)
-        for i in range(kh):
-            for j in range(kw):
-                col[(c * kh + i) * kw + j, :] = x_flat[i * Wp + j:i * Wp + j + L]
-
-
-@njit(cache=True)
-def add_wide_columns_image(dxp, col, kh, kw):
-    # col (C*KH*KW, L) -> dxp (C, Hp, Wp), zeroed first: the adjoint of wide_columns_image
-    # dxp.reshape(C, Hp*Wp)[c, i*Wp + j + q] += col[(c, i, j), q]
-    C, Hp, Wp = dxp.shape
-    L = col.shape[1]
-    dxp[:] = 0.0
-    for c in range(C):
-        dx_flat = dxp[c].reshape(Hp * Wp)
-        for i in range(kh):
-            for j in range(kw):
-                dst, src = dx_flat[i * Wp + j:i * Wp + j + L], col[(c * kh + i) * kw + j]
-                for q in range(L):
-                    dst[q] += src[q]
-
-
-@njit(cache=True, parallel=True)
-def _forward_wide(y, x, W2, b, kh, kw, pad, xps, cols, ys):
-    # x (N, C, H, W), W2 (F, C*KH*KW), b (F,) -> y (N, F, OH, OW), stride 1;
-    # per thread t: xps[t] (C, Hp, Wp), cols[t] (K, L), ys[t] (F, L) scratch
-    N, F, OH, OW = y.shape
-    T, Wp = cols.shape[0], xps.shape[3]
-    for t in prange(T):
-        xp, col, y_wide = xps[t], cols[t], ys[t]
-        for n in range(t * N // T, (t + 1) * N // T):
-            pad_image(xp, x[n], pad)
-            wide_columns_image(col, xp, kh, kw)
-            # y_wide = W2 @ col; y[n, f, oh, ow] = y_wide[f, oh*Wp + ow] + b[f]
-            gemm(y_wide, W2, col)
-            for f in range(F):
-                for oh in range(OH):
-                    src, dst = y_wide[f, oh * Wp:oh * Wp + OW], y[n, f, oh]
-                    for ow in range(OW):
-                        dst[ow] = src[ow] + b[f]
-
-
-@njit(cache=True, parallel=True)
-def _backward_wide(dW_parts, db_parts, dx, dy, x, W2, kh, kw, pad, xps, cols, dys, need_dx):
-    # dy (N, F, OH, OW), x (N, C, H, W), W2 (F, K) -> dW_parts (T, F, K), db_parts (T, F) per
-    # thread, and dx (N, C, H, W) if need_dx; stride 1. Per thread t: xps[t] (C, Hp, Wp),
-    # cols[t] (K, L), dys[t] (F, L) scratch. dy is laid out wide with zeros in the Wp - OW
-    # columns between rows, so those columns add nothing to dW or dx.
-    N, F, OH, OW = dy.shape
-    C, H, W = x.shape[1], x.shape[2], x.shape[3]
-    T, Wp = cols.shape[0], xps.shape[3]
-    for t in prange(T):
-        xp, col, dy_wide, dWt, dbt = xps[t], cols[t], dys[t], dW_parts[t], db_parts[t]
-        dWt[:] = 0.0
-        dbt[:] = 0.0
-        dy_wide[:] = 0.0
-        for n in range(t * N // T, (t + 1) * N // T):
-            # dy_wide[f, oh*Wp + ow] = dy[n, f, oh, ow]; db_t += dy[n].sum(axis=(1, 2))
-            for f in range(F):
-                s = np.float32(0.0)
-                for oh in range(OH):
-                    src, dst = dy[n, f, oh], dy_wide[f, oh * Wp:oh * Wp + OW]
-                    for ow in range(OW):
-                        dst[ow] = src[ow]
-                        s += src[ow]
-                dbt[f] += s
-            pad_image(xp, x[n], pad)
-            wide_columns_image(col, xp, kh, kw)
-            # dW_t += dy_wide @ col.T
-            gemm(dWt, dy_wide, col, 1.0, 1.0, False, True)
-            if need_dx:
-                # col = W2.T @ dy_wide (the columns are rebuilt for the next image anyway);
-                # dx[n] = col2im(col), cropped out of the padded plane
-                gemm(col, W2, dy_wide, 1.0, 0.0, True, False)
-                add_wide_columns_image(xp, col, kh, kw)
-                for c in range(C):
-                    for h in range(H):
-                        dx[n, c, h, :] = xp[c, h + pad, pad:pad + W]
-
-
-@njit(cache=True, parallel=True)
-def _forward(y, x, W2, b, kh, kw, stride, pad, cols):
-    # x (N, C, H, W), W2 (F, C*KH*KW), b (F,) -> y (N, F, OH*OW); cols (T, C*KH*KW, OH*OW) scratch
+@njit(cache=True, parallel=True, fastmath=FAST)
+def _forward(y, arg, x, W2, b, kh, kw, stride, pad, post, cols, ys):
+    # x (N, C, H, W), W2 (F, C*KH*KW), b (F,) -> y (N, F, OH, OW); post RELU: relu(y); RELU_POOL:
+    # y (N, F, OH // 2, OW // 2) = maxpool2x2(relu(conv)) and arg its argmax, from the image's
+    # output in cache (epilogue.py). Per thread t: cols[t] (K, OH*OW), ys[t] (F, OH*OW) scratch
     N, F, T = x.shape[0], W2.shape[0], cols.shape[0]
     OH, OW = (x.shape[2] + 2 * pad - kh) // stride + 1, (x.shape[3] + 2 * pad - kw) // stride + 1
     for t in prange(T):
         col = cols[t]
         for n in range(t * N // T, (t + 1) * N // T):
             columns_image(col, x[n], kh, kw, stride, pad, OH, OW)
-            # y[n] = W2 @ col + b[:, None]
-            yn = y[n]
-            for f in range(F):
-                yn[f, :] = b[f]
-            gemm(yn, W2, col, 1.0, 1.0)
+            if post == RELU_POOL:
+                # z = W2 @ col (F, OH*OW) in cache; y[n] = maxpool2x2(relu(z + b[:, None]))
+                z = ys[t]
+                gemm(z, W2, col)
+                for f in range(F):
+                    pool_plane(y[n, f], arg[n, f], z[f], OW, b[f])
+            else:
+                # y[n] = b[:, None]; y[n] += W2 @ col (then ReLU, in place)
+                yn = y[n].reshape(F, OH * OW)
+                for f in range(F):
+                    yn[f, :] = b[f]
+                gemm(yn, W2, col, 1.0, 1.0)
+                if post == RELU:
+                    for f in range(F):
+                        relu_inplace(yn[f])
 
 
-@njit(cache=True, parallel=True)
-def _backward(dW_parts, db_parts, dx, dy, x, W2, kh, kw, stride, pad, cols, dcols, need_dx):
-    # dy (N, F, OH*OW), x (N, C, H, W), W2 (F, K) -> dW_parts (T, F, K), db_parts (T, F) per
-    # thread, and dx (N, C, H, W) if need_dx; cols, dcols (T, K, OH*OW) scratch
+@njit(cache=True, parallel=True, fastmath=FAST)
+def _backward(dW_parts, db_parts, dx, dy, arg, y, x, W2, kh, kw, stride, pad, post, cols, dzs, need_dx):
+    # dy (N, F, OH, OW), x (N, C, H, W), W2 (F, K) -> dW_parts (T, F, K), db_parts (T, F) per
+    # thread, and dx (N, C, H, W) if need_dx. post RELU: dy is masked by y > 0 (y the forward
+    # output); RELU_POOL: dy, arg, y are the pooled output's, unpooled here. Per thread t:
+    # cols[t] (K, OH*OW) and dzs[t] (F, OH*OW) scratch (the gradient at the conv's output)
     N, F, T = x.shape[0], W2.shape[0], cols.shape[0]
     OH, OW = (x.shape[2] + 2 * pad - kh) // stride + 1, (x.shape[3] + 2 * pad - kw) // stride + 1
     for t in prange(T):
-        col, dcol, dWt, dbt = cols[t], dcols[t], dW_parts[t], db_parts[t]
+        col, dWt, dbt = cols[t], dW_parts[t], db_parts[t]
         dWt[:] = 0.0
         dbt[:] = 0.0
         for n in range(t * N // T, (t + 1) * N // T):
-            columns_image(col, x[n], kh, kw, stride, pad, OH, OW)
-            # dW_t += dy[n] @ col.T
-            gemm(dWt, dy[n], col, 1.0, 1.0, False, True)
-            # db_t += dy[n].sum(axis=1)
+            # dz (F, OH*OW): the gradient at the convolution's output for image n
+            if post == PLAIN:
+                dz = dy[n].reshape(F, OH * OW)
+            else:
+                dz = dzs[t]
+                for f in range(F):
+                    if post == RELU_POOL:
+                        unpool_plane(dz[f], OW, dy[n, f], arg[n, f], y[n, f])
+                    else:
+                        relu_mask_row(dz[f], dy[n, f].reshape(OH * OW), y[n, f].reshape(OH * OW))
+            # db_t += dz.sum(axis=1); dW_t += dz @ col.T
             for f in range(F):
-                dbt[f] += dy[n, f].sum()
+                # dbt[f] += dz[f].sum(), a loop compiled with fastmath: Numba's own sum adds one
+                # element after another (no reassociation), which costs more than the sgemm here
+                row = dz[f]
+                s = np.float32(0.0)
+                for p in range(OH * OW):
+                    s += row[p]
+                dbt[f] += s
+            columns_image(col, x[n], kh, kw, stride, pad, OH, OW)
+            gemm(dWt, dz, col, 1.0, 1.0, False, True)
             if need_dx:
-                # dcol = W2.T @ dy[n]; dx[n] = col2im(dcol)
-                gemm(dcol, W2, dy[n], 1.0, 0.0, True, False)
-                add_columns_image(dx[n], dcol, kh, kw, stride, pad, OH, OW)
+                # col = W2.T @ dz (the columns are rebuilt for the next image anyway); dx[n] = col2im(col)
+                gemm(col, W2, dz, 1.0, 0.0, True, False)
+                add_columns_image(dx[n], col, kh, kw, stride, pad, OH, OW)
 
 
-def _wide_length(OH, OW, Wp):
-    return (OH - 1) * Wp + OW
-
-
-def forward(x, W, b, stride, pad, n_threads, scratch):
-    # x (N, C, H, W), W (F, C, KH, KW), b (F,) float32 contiguous -> y (N, F, OH, OW)
+def forward(x, W, b, stride, pad, n_threads, scratch, post=PLAIN):
+    # x (N, C, H, W), W (F, C, KH, KW), b (F,) float32 contiguous -> (y (N, F, OH, OW), arg);
+    # post RELU / RELU_POOL: see _forward; arg is empty unless RELU_POOL
     N, C, H, Wd = x.shape
     F, _, KH, KW = W.shape
     OH, OW = output_size(H, KH, stride, pad), output_size(Wd, KW, stride, pad)
     T = max(1, min(n_threads, N))
     K = C * KH * KW
-    y = np.empty((N, F, OH, OW), np.float32)
-    if stride == 1:
-        Hp, Wp = H + 2 * pad, Wd + 2 * pad
-        L = _wide_length(OH, OW, Wp)
-        _forward_wide(y, x, W.reshape(F, K), b, KH, KW, pad, scratch("im2col.xp", (T, C, Hp, Wp)),
-                      scratch("im2col.cols", (T, K, L)), scratch("im2col.ys", (T, F, L)))
-    else:
-        _forward(y.reshape(N, F, OH * OW), x, W.reshape(F, K), b, KH, KW, stride, pad,
-                 scratch("im2col.cols", (T, K, OH * OW)))
-    return y
+    shape = (N, F, OH // 2, OW // 2) if post == RELU_POOL else (N, F, OH, OW)
+    y = np.empty(shape, np.float32)
+    arg = np.empty(shape if post == RELU_POOL else (0, 0, 0, 0), np.int32)
+    _forward(y, arg, x, W.reshape(F, K), b, KH, KW, stride, pad, post, scratch("im2col.cols", (T, K, OH * OW)),
+             scratch("im2col.ys", (T, F if post == RELU_POOL else 0, OH * OW)))
+    return y, arg
 
 
-def backward(dy, x, W, stride, pad, need_dx, n_threads, scratch):
-    # dy (N, F, OH, OW), x (N, C, H, W), W (F, C, KH, KW) -> (dx or None, dW, db)
-    N, F, OH, OW = dy.shape
+def backward(dy, x, W, stride, pad, need_dx, n_threads, scratch, post=PLAIN, arg=None, y=None):
+    # dy (N, F, OH, OW) (RELU_POOL: the pooled output's), x (N, C, H, W), W (F, C, KH, KW)
+    # -> (dx or None, dW, db); y the forward output (RELU, RELU_POOL) and arg its argmax
+    N, F = dy.shape[:2]
     _, C, KH, KW = W.shape
+    OH, OW = output_size(x.shape[2], KH, stride, pad), output_size(x.shape[3], KW, stride, pad)
     K = C * KH * KW
     T = max(1, min(n_threads, N))
     dW_parts, db_parts = np.empty((T, F, K), np.float32), np.empty((T, F), np.float32)
     dx = np.empty(x.shape, np.float32) if need_dx else x  # x: an untouched stand-in
-    if stride == 1:
-        Hp, Wp = x.shape[2] + 2 * pad, x.shape[3] + 2 * pad
-        L = _wide_length(OH, OW, Wp)
-        _backward_wide(dW_parts, db_parts, dx, dy, x, W.reshape(F, K), KH, KW, pad,
-                       scratch("im2col.xp", (T, C, Hp, Wp)), scratch("im2col.cols", (T, K, L)),
-                       scratch("im2col.ys", (T, F, L)), need_dx)
-    else:
-        cols = scratch("im2col.cols", (T, K, OH * OW))
-        dcols = scratch("im2col.dcols", (T, K, OH * OW)) if need_dx else cols  # untouched stand-in
-        _backward(dW_parts, db_parts, dx, dy.reshape(N, F, OH * OW), x, W.reshape(F, K),
-                  KH, KW, stride, pad, cols, dcols, need_dx)
+    arg = np.empty((0, 0, 0, 0), np.int32) if arg is None else arg
+    _backward(dW_parts, db_parts, dx, dy, arg, dy if y is None else y, x, W.reshape(F, K), KH, KW, stride, pad,
+              post, scratch("im2col.cols", (T, K, OH * OW)), scratch("im2col.dz", (T, F if post else 0, OH * OW)),
+              need_dx)
     # dW = dW_parts.sum(axis=0), in thread order
     return (dx if need_dx else None), dW_parts.sum(axis=0).reshape(W.shape), db_parts.sum(axis=0)
 
 
 # ------------------------------------------------- the contract's im2col / col2im (whole batch)
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, fastmath=FAST)
 def _im2col(col, x, kh, kw, stride, pad, OH, OW):
     # x (N, C, H, W) -> col (N, OH*OW, C*KH*KW): the transpose of columns_image, image by image
     for n in prange(x.shape[0]):
@@ -277,7 +209,7 @@ def _im2col(col, x, kh, kw, stride, pad, OH, OW):
         col[n] = colT.T
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, fastmath=FAST)
 def _col2im(dx, col, kh, kw, stride, pad, OH, OW):
     # col (N, OH*OW, C*KH*KW) -> dx (N, C, H, W), overlapping windows summed
     for n in prange(dx.shape[0]):

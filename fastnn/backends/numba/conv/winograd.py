@@ -51,7 +51,7 @@ from numba import njit, prange
 
 from .._common import FAST, scratch
 from ..blas import gemm
-from .epilogue import PLAIN, RELU, RELU_POOL, bias_relu_row, pool_row, relu_mask_row, unpool_plane
+from .epilogue import PLAIN, RELU, RELU_POOL, bias_relu_row, pool_plane, relu_mask_row, unpool_plane
 
 L2_BYTES = 512 * 1024  # V + M of one work unit (the cores here have 2 MB of L2 each)
 
@@ -376,11 +376,9 @@ def _forward_unit(y, arg, x, U, b, pad, m, g0, g1, V, M, e, s, out, zero, post):
         for k in range(g1 - g0):
             n, th = (g0 + k) // TH, (g0 + k) % TH
             if post == RELU_POOL:
-                # pooled rows from output rows oh, oh + 1 (the last row of an odd OH has none)
-                for i in range(0, min(m, OH - 1 - th * m), 2):
-                    oh = th * m + i
-                    pool_row(y[n, f, oh // 2], arg[n, f, oh // 2], out[i, k * P:], out[i + 1, k * P:],
-                             bias, oh, OW)
+                # the pooled rows of output rows th*m .. th*m + m - 1 (an odd OH's last row has none)
+                ph0, ph1 = th * m // 2, min((th + 1) * m, OH) // 2
+                pool_plane(y[n, f, ph0:ph1], arg[n, f, ph0:ph1], out.reshape(out.size)[k * P:], out.shape[1], bias)
             else:
                 # y[n, f, th*m + i, :] = out[i, k*P : k*P + OW] + b[f] (then ReLU), the rows that exist
                 for i in range(min(m, OH - th * m)):
@@ -447,7 +445,7 @@ def _output_gradient(dz, dy, arg, y, n0, post):
     for k in range(dz.shape[0]):
         for f in range(dz.shape[1]):
             if post == RELU_POOL:
-                unpool_plane(dz[k, f].reshape(dz.shape[2] * dz.shape[3]), dz.shape[3], dz.shape[3],
+                unpool_plane(dz[k, f].reshape(dz.shape[2] * dz.shape[3]), dz.shape[3],
                              dy[n0 + k, f], arg[n0 + k, f], y[n0 + k, f])
             else:
                 for oh in range(dz.shape[2]):
