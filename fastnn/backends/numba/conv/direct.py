@@ -18,7 +18,7 @@ import numpy as np
 from numba import njit, prange
 
 from .._common import FAST, f32
-from .epilogue import PLAIN, RELU, RELU_POOL, bias_relu_row, pool_plane, relu_mask_row, unpool_plane
+from .epilogue import PLAIN, RELU, RELU_POOL, bias_relu_row, pool_image, relu_mask_row, unpool_image
 
 
 def padded(x, pad):
@@ -132,10 +132,11 @@ def _forward(y, arg, xp, W, b, post):
     L = (OH - 1) * Wp + OW  # wide output pixels q = oh*Wp + ow that stay inside the image
     for n in prange(N):
         acc = np.empty(L, np.float32)
+        no_bias = np.zeros(1, np.float32)
         for f in range(F):
             filter_image(acc, xp, W, b, n, f)
-            if post == RELU_POOL:
-                pool_plane(y[n, f], arg[n, f], acc, Wp, 0.0)
+            if post == RELU_POOL:  # acc holds the bias already
+                pool_image(y[n, f:f + 1], arg[n, f:f + 1], acc, Wp, OH, no_bias)
             else:
                 # y[n, f] = acc viewed as (OH, Wp), first OW columns (then ReLU)
                 for oh in range(OH):
@@ -163,7 +164,7 @@ def _backward(part_W, part_b, dxp, dy, arg, y, xp, W, post, need_dx):
                 dxp[n] = 0.0
             for f in range(F):
                 if post == RELU_POOL:
-                    unpool_plane(dz_wide, Wp, dy[n, f], arg[n, f], y[n, f])
+                    unpool_image(dz_wide, Wp, OH, dy[n, f:f + 1], arg[n, f:f + 1])
                 else:
                     for oh in range(OH):  # dz = dy (* (y > 0) after a ReLU), row by row
                         dst = dz_wide[oh * Wp:oh * Wp + OW]

@@ -4,13 +4,15 @@ pooled one. Shared by the direct and Winograd algorithms; what it must equal is
 fastnn/backends/composed.py.
 
 The pooled output keeps, per pixel, where in its 2x2 window the first maximum is: a code
-0 1 / 2 3 (row-major). Its gradient reaches only that pixel, and only where the ReLU let it
-through: the winner's activation is the pooled output itself, so the mask is ``y > 0``.
+0 1 / 2 3 (row-major), or -1 where the window's maximum is <= 0. pool(relu(z)) = relu(pool(z)),
+so the gradient reaches only the winner, and only where the ReLU let it through: backward
+needs dy and these codes, nothing else (the same codes as fastnn_ext/_epilogue.pxd).
 
-The loops are written without data-dependent branches (comparisons become selects): on real
-activations which pixel wins is a coin toss, and a mispredicted branch per window cost more
-than the rest of the epilogue. For the same reason the window is stored as a code, not a flat
-index: finding the pixel back then takes shifts, not an integer division.
+The loops are written without data-dependent branches or addresses: on real activations which
+pixel wins is a coin toss. Comparisons become maxima and 0/1 flags, and the gradient is dy times
+a one-hot row looked up by the code; a scatter to the winner, or selects on the code, ran 3-5x
+slower. They take one image's planes at a time, flat: a view per row or per plane costs more
+than the few windows in it.
 """
 import numpy as np
 from numba import njit
@@ -41,50 +43,56 @@ def relu_inplace(z):
         z[j] = max(z[j], ZERO)
 
 
-@njit(cache=True, fastmath=FAST)
-def pool_plane(y, arg, z, pitch, bias):
-    # z: conv output rows (without the bias) one after another, `pitch` floats apart ->
-    # y, arg (PH, PW): y[ph, pw] = max(relu(z[2 ph : 2 ph + 2, 2 pw : 2 pw + 2] + bias)) and arg the
-    # code of the window's first maximum in row-major order (compared with the bias added, as the
-    # composition does). Flat indices into z, not a row view per window row: short views cost more
-    # than the pooling itself.
-    for ph in range(y.shape[0]):
-        top = 2 * ph * pitch
-        for pw in range(y.shape[1]):
-            k = top + 2 * pw
-            a, b = z[k] + bias, z[k + 1] + bias
-            c, d = z[k + pitch] + bias, z[k + pitch + 1] + bias
-            right_top, right_bottom = b > a, d > c  # strict: on a tie the earlier pixel wins
-            upper = b if right_top else a
-            lower = d if right_bottom else c
-            down = lower > upper
-            y[ph, pw] = max(lower if down else upper, ZERO)
-            arg[ph, pw] = (2 + right_bottom) if down else np.int32(right_top)
+# row s + 1, for the code s = -1 .. 3: the window's four pixels (row-major), 1 at the winner
+ONE_HOT = np.array([[0, 0, 0, 0], [1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], np.float32)
 
 
 @njit(cache=True, fastmath=FAST)
-def unpool_plane(dz, pitch, dy, arg, y):
-    # dy, arg, y (PH, PW) of one (image, filter) -> dz, the conv output gradient as rows of `pitch`
-    # floats: each window's winner (code arg) gets dy where y > 0, every other pixel 0.
-    # All four pixels of a window are written, as products with 0/1 masks: a scatter to the
-    # winner alone (after zeroing the plane), or selects, ran 3-5x slower (data-dependent
-    # addresses and branches do not vectorise)
-    PH, PW = dy.shape
-    for ph in range(PH):
-        top = 2 * ph * pitch
-        for pw in range(PW):
-            g = dy[ph, pw] * np.float32(y[ph, pw] > 0.0)
-            k, i = arg[ph, pw], top + 2 * pw
-            dz[i] = g * np.float32(k == 0)
-            dz[i + 1] = g * np.float32(k == 1)
-            dz[i + pitch] = g * np.float32(k == 2)
-            dz[i + pitch + 1] = g * np.float32(k == 3)
-        for j in range(top + 2 * PW, top + pitch):  # what no window covers: the right edge
+def pool_image(y, arg, z, pitch, rows, bias):
+    # z: F planes of `rows` conv output rows (without the bias), `pitch` floats apart, flat ->
+    # y, arg (F, PH, PW): for window w = z[f, 2 ph : 2 ph + 2, 2 pw : 2 pw + 2] + bias[f],
+    # y = max(w.max(), 0) and arg = w.argmax() (the first maximum) if w.max() > 0 else -1
+    F, PH, PW = y.shape
+    for f in range(F):
+        plane, b = f * rows * pitch, bias[f]
+        for ph in range(PH):
+            top = plane + 2 * ph * pitch
+            for pw in range(PW):
+                k = top + 2 * pw
+                a, bb = z[k], z[k + 1]
+                c, d = z[k + pitch], z[k + pitch + 1]
+                right_top, right_bottom = np.int32(bb > a), np.int32(d > c)  # strict: ties go to the first
+                upper, lower = max(a, bb), max(c, d)
+                down = np.int32(lower > upper)
+                best = max(upper, lower) + b
+                positive = np.int32(best > ZERO)
+                y[f, ph, pw] = max(best, ZERO)
+                at = right_top + down * (2 + right_bottom - right_top)
+                arg[f, ph, pw] = positive * (at + 1) - 1
+
+
+@njit(cache=True, fastmath=FAST)
+def unpool_image(dz, pitch, rows, dy, arg):
+    # dy, arg (F, PH, PW) of one image -> dz: F planes of `rows` rows `pitch` floats apart, flat:
+    # the gradient at the conv output, dy at each window's winner (none where arg is -1), 0
+    # elsewhere. Every pixel is written once, window by window (no zeroing pass first).
+    F, PH, PW = dy.shape
+    for f in range(F):
+        plane = f * rows * pitch
+        for ph in range(PH):
+            top = plane + 2 * ph * pitch
+            for pw in range(PW):
+                g, s, k = dy[f, ph, pw], arg[f, ph, pw] + 1, top + 2 * pw
+                dz[k] = g * ONE_HOT[s, 0]
+                dz[k + 1] = g * ONE_HOT[s, 1]
+                dz[k + pitch] = g * ONE_HOT[s, 2]
+                dz[k + pitch + 1] = g * ONE_HOT[s, 3]
+            for j in range(top + 2 * PW, top + pitch):  # what no window covers: the right edge
+                dz[j] = 0.0
+            for j in range(top + pitch + 2 * PW, top + 2 * pitch):
+                dz[j] = 0.0
+        for j in range(plane + 2 * PH * pitch, plane + rows * pitch):  # and the bottom rows
             dz[j] = 0.0
-        for j in range(top + pitch + 2 * PW, top + 2 * pitch):
-            dz[j] = 0.0
-    for j in range(2 * PH * pitch, dz.shape[0]):  # and the bottom rows
-        dz[j] = 0.0
 
 
 @njit(cache=True, fastmath=FAST)

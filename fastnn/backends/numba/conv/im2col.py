@@ -27,7 +27,7 @@ from numba import njit, prange
 from ...numpy.conv import output_size
 from .._common import FAST
 from ..blas import gemm
-from .epilogue import PLAIN, RELU, RELU_POOL, pool_plane, relu_inplace, relu_mask_row, unpool_plane
+from .epilogue import PLAIN, RELU, RELU_POOL, pool_image, relu_inplace, relu_mask_row, unpool_image
 
 
 @njit(cache=True, inline="always")
@@ -111,8 +111,7 @@ def _forward(y, arg, x, W2, b, kh, kw, stride, pad, post, cols, ys):
                 # z = W2 @ col (F, OH*OW) in cache; y[n] = maxpool2x2(relu(z + b[:, None]))
                 z = ys[t]
                 gemm(z, W2, col)
-                for f in range(F):
-                    pool_plane(y[n, f], arg[n, f], z[f], OW, b[f])
+                pool_image(y[n], arg[n], z.reshape(z.size), OW, OH, b)
             else:
                 # y[n] = b[:, None]; y[n] += W2 @ col (then ReLU, in place)
                 yn = y[n].reshape(F, OH * OW)
@@ -142,11 +141,10 @@ def _backward(dW_parts, db_parts, dx, dy, arg, y, x, W2, kh, kw, stride, pad, po
                 dz = dy[n].reshape(F, OH * OW)
             else:
                 dz = dzs[t]
-                for f in range(F):
-                    if post == RELU_POOL:
-                        unpool_plane(dz[f], OW, dy[n, f], arg[n, f], y[n, f])
-                    else:
-                        relu_mask_row(dz[f], dy[n, f].reshape(OH * OW), y[n, f].reshape(OH * OW))
+                if post == RELU_POOL:
+                    unpool_image(dz.reshape(dz.size), OW, OH, dy[n], arg[n])
+                else:
+                    relu_mask_row(dz.reshape(dz.size), dy[n].reshape(dz.size), y[n].reshape(dz.size))
             # db_t += dz.sum(axis=1); dW_t += dz @ col.T
             for f in range(F):
                 # dbt[f] += dz[f].sum(), a loop compiled with fastmath: Numba's own sum adds one

@@ -51,7 +51,7 @@ from numba import njit, prange
 
 from .._common import FAST, scratch
 from ..blas import gemm
-from .epilogue import PLAIN, RELU, RELU_POOL, bias_relu_row, pool_plane, relu_mask_row, unpool_plane
+from .epilogue import PLAIN, RELU, RELU_POOL, bias_relu_row, pool_image, relu_mask_row, unpool_image
 
 L2_BYTES = 512 * 1024  # V + M of one work unit (the cores here have 2 MB of L2 each)
 
@@ -378,7 +378,8 @@ def _forward_unit(y, arg, x, U, b, pad, m, g0, g1, V, M, e, s, out, zero, post):
             if post == RELU_POOL:
                 # the pooled rows of output rows th*m .. th*m + m - 1 (an odd OH's last row has none)
                 ph0, ph1 = th * m // 2, min((th + 1) * m, OH) // 2
-                pool_plane(y[n, f, ph0:ph1], arg[n, f, ph0:ph1], out.reshape(out.size)[k * P:], out.shape[1], bias)
+                pool_image(y[n, f:f + 1, ph0:ph1], arg[n, f:f + 1, ph0:ph1], out.reshape(out.size)[k * P:],
+                           out.shape[1], m, b[f:f + 1])
             else:
                 # y[n, f, th*m + i, :] = out[i, k*P : k*P + OW] + b[f] (then ReLU), the rows that exist
                 for i in range(min(m, OH - th * m)):
@@ -443,13 +444,11 @@ def _output_gradient(dz, dy, arg, y, n0, post):
     # dz (G, F, OH, OW) = the convolution's output gradient for images n0 .. n0 + G:
     # RELU: dy * (y > 0); RELU_POOL: dy, arg, y the pooled output's, unpooled (epilogue.py)
     for k in range(dz.shape[0]):
-        for f in range(dz.shape[1]):
-            if post == RELU_POOL:
-                unpool_plane(dz[k, f].reshape(dz.shape[2] * dz.shape[3]), dz.shape[3],
-                             dy[n0 + k, f], arg[n0 + k, f], y[n0 + k, f])
-            else:
-                for oh in range(dz.shape[2]):
-                    relu_mask_row(dz[k, f, oh], dy[n0 + k, f, oh], y[n0 + k, f, oh])
+        dzk = dz[k].reshape(dz[k].size)
+        if post == RELU_POOL:
+            unpool_image(dzk, dz.shape[3], dz.shape[2], dy[n0 + k], arg[n0 + k])
+        else:
+            relu_mask_row(dzk, dy[n0 + k].reshape(dzk.size), y[n0 + k].reshape(dzk.size))
 
 
 @njit(cache=True, parallel=True, fastmath=FAST)
