@@ -28,9 +28,6 @@ def load(name: str):
                 f"backend {name!r} does not export the contract kernels {', '.join(missing)}: "
                 f"fastnn/backends/{name}/ is incomplete")
         _loaded[name] = module
-        if name != "cuda":
-            from ..memory import keep_freed_memory
-            keep_freed_memory()  # host arrays: reuse freed blocks instead of faulting in fresh pages
     return _loaded[name]
 
 
