@@ -7,8 +7,10 @@
 
 A dense layer y = x @ W + b (x (N, D), W (D, M)) has the backward dx = dy @ W.T, dW = x.T @ dy,
 db = dy.sum(0). fastnn's Numba backend (``fastnn.backends.numba.dense_backward``, "blas" below)
-makes dx and dW as two single-threaded sgemm calls per Numba thread: dx split by rows of N, dW
-by rows of D, db by columns. The variants here compute all three in ONE sweep instead:
+made dx and dW as two single-threaded sgemm calls per Numba thread: dx split by rows of N, dW
+by rows of D, db by columns (the figures at the end are against that). Since this measurement
+it splits both products by columns of D in L2-sized chunks, as ``2sweeps-auto`` below, so
+"blas" now times that. The variants here compute all three in ONE sweep instead:
 
 * ``rows-B``: the sweep goes over the rows of x and dy, B rows at a time (small enough for x's
   block to stay in cache): ``dx[blk] = dy[blk] @ W.T``, ``dW_t += x[blk].T @ dy[blk]``,
