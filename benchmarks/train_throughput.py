@@ -145,7 +145,7 @@ def layer_flops(layer, x_shape, y_shape):
         return one, one * (2 if layer.need_dx else 1)  # backward-weights, and backward-data unless skipped
     if isinstance(layer, Dense):
         one = 2 * x_shape[0] * layer.in_features * layer.out_features
-        return one, 2 * one  # dx and dW
+        return one, one * (2 if layer.need_dx else 1)  # dW, and dx unless skipped
     return 0, 0
 
 

@@ -28,7 +28,8 @@ def throughput():
 def expected_flops(model, batch_size):
     """[(forward, backward)] per layer, from the formulas: a conv's forward is 2*N*F*C*KH*KW*OH*OW,
     its backward that again for the weights and again for the input unless need_dx is off;
-    a dense layer's forward is 2*N*D*M, its backward twice that; other layers 0."""
+    a dense layer's forward is 2*N*D*M, its backward the same for dW and again for dx unless
+    need_dx is off (the first layer with parameters); other layers 0."""
     shape, flops = model.input_shape, []
     for layer in model.layers:
         out = layer.output_shape(shape)
@@ -38,7 +39,7 @@ def expected_flops(model, batch_size):
             flops.append((one, one + (one if layer.need_dx else 0)))
         elif isinstance(layer, Dense):
             one = 2 * batch_size * layer.in_features * layer.out_features
-            flops.append((one, 2 * one))
+            flops.append((one, one + (one if layer.need_dx else 0)))
         else:
             flops.append((0, 0))
         shape = out
