@@ -1,6 +1,5 @@
 """Direct convolution, stride 1: every filter tap is one long vectorised multiply-add.
-Mirrors fastnn/backends/numpy/conv.py (what it computes) and the direct loops of
-fastnn_ext/_conv.pyx.
+Mirrors fastnn/backends/numpy/conv.py (what it computes) and fastnn_ext/_conv_direct.pyx.
 
 The trick is to treat each padded image plane as one "wide" row. An output pixel
 q = oh*Wp + ow of the padded width Wp reads x_flat[q + i*Wp + j] for tap (i, j), so
@@ -8,17 +7,18 @@ q = oh*Wp + ow of the padded width Wp reads x_flat[q + i*Wp + j] for tap (i, j),
     y[n, f] (as wide rows) = b[f] + sum over c, i, j of W[f, c, i, j] * x_flat[n, c, i*Wp + j : i*Wp + j + L]
 
 with L = (OH - 1)*Wp + OW: one contiguous multiply-add over the whole image per tap (the
-Wp - OW columns past the right edge are computed and thrown away). No im2col copy at all,
-which wins when C*KH*KW is small (the 1-channel first layer of an MNIST net: im2col would copy
-every pixel KH*KW times to feed a GEMM whose inner dimension is only KH*KW). For many input
-channels the GEMM of fastnn/backends/numba/conv/im2col.py wins: here every multiply-add also
-loads and stores the accumulator.
+Wp - OW columns past the right edge are computed and thrown away). No im2col copy at all.
+It used to run the 1-channel first layers; since im2col builds its columns with contiguous
+copies and the fused epilogue pools from its GEMM's output, im2col is faster on all of them
+(conv2d_algorithm's docstring has the figures): here every few multiply-adds also load and
+store the accumulator. It stays as an algorithm to force (FASTNN_CONV_ALGO=direct), tested
+like the others, fused kernels included.
 """
 import numpy as np
 from numba import njit, prange
 
 from .._common import FAST, f32
-from .epilogue import PLAIN, RELU, RELU_POOL, bias_relu_row, pool_image, relu_mask_row, unpool_image
+from .epilogue import PLAIN, RELU, RELU_POOL, ZERO, bias_relu_row, pool_image, relu_mask_row, unpool_image
 
 
 def padded(x, pad):
@@ -140,7 +140,7 @@ def _forward(y, arg, xp, W, b, post):
             else:
                 # y[n, f] = acc viewed as (OH, Wp), first OW columns (then ReLU)
                 for oh in range(OH):
-                    bias_relu_row(y[n, f, oh], acc[oh * Wp:oh * Wp + OW], 0.0, post == RELU)
+                    bias_relu_row(y[n, f, oh], acc[oh * Wp:oh * Wp + OW], ZERO, post == RELU)
 
 
 @njit(cache=True, parallel=True, fastmath=FAST)
