@@ -20,7 +20,7 @@ it splits both products by columns of D in L2-sized chunks, as ``2sweeps-auto`` 
 * ``cols-C``: the sweep goes over the columns of x (the rows of W and dW), C at a time:
   ``dW[c] = x[:, c].T @ dy``, ``dx[:, c] = dy @ W[c].T``; dy (N x M) stays in cache and is read
   once per chunk, x, W, dx and dW are each touched exactly once, and no partials are needed.
-  ``cols-all`` is one chunk per thread, ``cols-auto`` sizes C from N and M (``auto_chunk``).
+  ``cols-all`` is one chunk per thread, ``cols-auto`` sizes C from N and M (fastnn's ``column_chunk``).
   Note that cols-all differs from "blas" only in how dx is split between threads (by columns
   of D, so each thread reads half of W, instead of by rows of N, so each reads all of W): it
   separates that effect from the one of the chunked sweep.
@@ -66,6 +66,7 @@ from numba import njit, prange
 import fastnn.backends.numba as K
 from fastnn.backends.numba._common import FAST, f32, scratch
 from fastnn.backends.numba.blas import gemm
+from fastnn.backends.numba.dense import column_chunk
 
 SHAPES = [
     # (label, N, D, M): the Dense layers whose backward dominates, at the models' batch sizes
@@ -159,16 +160,10 @@ def _cols(dx, dW, db, dy, x, W, T, C, fused):
                 db[m] += dy[n, m]
 
 
-def auto_chunk(N, M, budget=128 << 10):
-    """Columns of x per chunk so that a chunk's x, dx (N x C) and W, dW (C x M) take about
-    ``budget`` bytes: a multiple of 16 (one AVX-512 register of float32), at least 16."""
-    return max(16, budget // (8 * (N + M)) // 16 * 16)
-
-
 def cols_backward(dy, x, W, T, C, fused=True):
     dy, x, W = f32(dy), f32(x), f32(W)
     if C < 0:
-        C = auto_chunk(x.shape[0], W.shape[1])
+        C = column_chunk(x.shape[0], W.shape[1])  # what fastnn's dense_backward uses
     dx, dW, db = np.empty_like(x), np.empty_like(W), np.empty(W.shape[1], np.float32)
     _cols(dx, dW, db, dy, x, W, T, C, fused)
     return dx, dW, db
@@ -304,7 +299,7 @@ def main(argv=None):
     p.add_argument("--blocks", default="16,0",
                    help="rows of x per block in rows-B, comma-separated; 0: all (default 16,0)")
     p.add_argument("--chunks", default="64,-1,0",
-                   help="columns of x per chunk in cols-C, comma-separated; 0: all, -1: auto_chunk (default 64,-1,0)")
+                   help="columns of x per chunk in cols-C, comma-separated; 0: all, -1: column_chunk (default 64,-1,0)")
     p.add_argument("--split-chunk", type=int, default=-1,
                    help="chunk of the 2sweeps control (cols-C in two sweeps, not one); -1: auto (default)")
     p.add_argument("--seed", type=int, default=0)

@@ -113,3 +113,12 @@ def test_torch_twins_match(throughput):
         twin = throughput.torch_twin(model)
         assert sum(p.numel() for p in twin.parameters()) == model.num_params(), name
         assert tuple(twin(torch.zeros(2, *model.input_shape)).shape) == (2, *model.output_shape), name
+
+
+def test_flops_of_a_layer_that_skips_dx(throughput):
+    """mlp's first Dense skips its input gradient: its backward is one product, not two."""
+    model = models.build("mlp")
+    first, second = model.layers[1], model.layers[3]
+    one = 2 * 8 * 784 * 100
+    assert throughput.layer_flops(first, (8, 784), (8, 100)) == (one, one)
+    assert throughput.layer_flops(second, (8, 100), (8, 100)) == (2 * 8 * 100 * 100, 4 * 8 * 100 * 100)
