@@ -93,6 +93,9 @@ class Sequential:
 
     def set_fusion(self, fuse: bool):
         """Run fusable chains as fused kernels (True) or every layer alone (False), from now on."""
+        if not isinstance(fuse, (bool, np.bool_)):
+            raise ConfigError(f"{self.name}: fuse must be True or False (None: FASTNN_FUSION decides), "
+                              f"not {fuse!r}")
         self.fuse = bool(fuse)
         self.steps = fusion.plan(self.layers, self.fuse)
 

@@ -43,6 +43,8 @@ def test_the_switch(monkeypatch):
     monkeypatch.setenv("FASTNN_FUSION", "1")
     assert models.build("simple-cnn").fuse
     assert not Sequential(models.simple_cnn(np.random.default_rng(0)), (1, 28, 28), fuse=False).fuse
+    with pytest.raises(ConfigError, match="fuse must be True or False"):
+        Sequential(models.simple_cnn(np.random.default_rng(0)), (1, 28, 28), fuse="no")
     monkeypatch.setenv("FASTNN_FUSION", "maybe")
     with pytest.raises(ConfigError, match="FASTNN_FUSION='maybe'"):
         models.build("simple-cnn")
