@@ -1,7 +1,8 @@
 """The kernel contract: every kernel a backend must export, with its shapes.
 
-Every backend package (``fastnn/backends/<name>/``) exports exactly these names.
-The registry checks at load time that none is missing.
+Every backend package (``fastnn/backends/<name>/``) exports exactly these names, which
+``kernels_of`` gathers from its modules (MODULES): each backend's ``__init__`` is one call to it,
+so this file is the only list of them. The registry checks at load time that none is missing.
 
 Conventions (the same in every backend):
 
@@ -81,6 +82,37 @@ KERNELS = {
 }
 
 NAMES = tuple(KERNELS)
+
+# the modules a backend package defines its kernels in (the same names in every backend); a
+# backend without ``fused`` runs the composition of its own unfused kernels (composed.py)
+MODULES = ("arrays", "dense", "conv", "fused", "pool", "activation", "norm", "loss", "optim")
+
+
+def kernels_of(package: str) -> dict:
+    """{contract name: kernel} that backend package ``package`` (e.g. ``__name__`` in its
+    ``__init__``) defines in its MODULES. A name that two modules define differently is an error."""
+    import importlib
+    import importlib.util
+    import sys
+
+    table, where = {}, {}
+    for module_name in MODULES:
+        if importlib.util.find_spec(f"{package}.{module_name}") is None:
+            continue
+        module = importlib.import_module(f"{package}.{module_name}")
+        for name in NAMES:
+            kernel = getattr(module, name, None)
+            if kernel is None:
+                continue
+            if name in table and table[name] is not kernel:
+                raise ImportError(f"{package}: contract kernel {name} is defined both in "
+                                  f"{where[name]} and in {module_name}: keep one")
+            table.setdefault(name, kernel)
+            where.setdefault(name, module_name)
+    if "fused" not in where.values():
+        from .composed import fused_kernels
+        table.update(fused_kernels(sys.modules[package]))  # looks the unfused kernels up at call time
+    return table
 
 
 def missing(table) -> list[str]:

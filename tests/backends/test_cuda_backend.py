@@ -164,20 +164,56 @@ _DEVICE_ARRAY_ATTRIBUTES = {"size", "dtype", "ndim", "strides", "itemsize", "nby
 
 
 @pytest.fixture
-def strict_device_arrays(K, monkeypatch):
-    """Device arrays that refuse NumPy, as real ones do, and a log of every copy to the host.
+def copy_log(K, monkeypatch):
+    """A log of every copy between host and device, in either direction.
 
-    Yields the list of the sizes of the arrays copied back with copy_to_host.
+    Yields {"to_host": [sizes], "to_device": [sizes]}: copy_to_host calls; cuda.to_device calls
+    and host arrays handed straight to a kernel launch, which Numba copies over (and back) on its own.
     """
+    import importlib
+
+    from numba import cuda
     cls = type(K.zeros(1))
-    copies = []
+    copies = {"to_host": [], "to_device": []}
     original_copy = cls.copy_to_host
 
     def copy_to_host(self, *args, **kwargs):
-        copies.append(int(self.size))
+        copies["to_host"].append(int(self.size))
         return original_copy(self, *args, **kwargs)
 
     monkeypatch.setattr(cls, "copy_to_host", copy_to_host)
+    original_to_device = cuda.to_device
+
+    def to_device(ary, *args, **kwargs):
+        copies["to_device"].append(int(np.size(ary)))
+        return original_to_device(ary, *args, **kwargs)
+
+    monkeypatch.setattr(cuda, "to_device", to_device)
+    # a host array passed to a kernel launch goes through an ArgHint (In / Out / InOut) on a GPU
+    # and in the simulator alike (whose numba.cuda.args may be its own module or the same one)
+    patched = set()
+    for module_name in ("numba.cuda.args", "numba.cuda.simulator.args"):
+        try:
+            hints = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        for hint in {getattr(hints, name) for name in ("In", "Out", "InOut") if hasattr(hints, name)}:
+            if "to_device" not in vars(hint) or hint in patched:
+                continue
+            patched.add(hint)
+
+            def implicit(self, *args, _original=vars(hint)["to_device"], **kwargs):
+                copies["to_device"].append(int(np.size(self.value)))
+                return _original(self, *args, **kwargs)
+
+            monkeypatch.setattr(hint, "to_device", implicit)
+    yield copies
+
+
+@pytest.fixture
+def strict_device_arrays(K, monkeypatch, copy_log):
+    """Device arrays that refuse NumPy, as real ones do, and the copy log (yielded)."""
+    cls = type(K.zeros(1))
     if SIMULATED_CUDA:  # the simulator's array forwards everything else to its NumPy array
         original_getattr = cls.__getattr__
 
@@ -193,7 +229,7 @@ def strict_device_arrays(K, monkeypatch):
         for op in ("__add__", "__sub__", "__mul__", "__truediv__", "__floordiv__", "__mod__", "__pow__",
                    "__lt__", "__le__", "__gt__", "__ge__"):
             monkeypatch.setattr(cls, op, refuse)
-    yield copies
+    yield copy_log
 
 
 def _kernel_step(K, arrays, rng):
@@ -251,7 +287,10 @@ def test_a_training_step_stays_on_the_device(K, strict_device_arrays):
     arrays = _step_arrays(np.random.default_rng(7))
     loss, correct, params, seen = _kernel_step(K, arrays, np.random.default_rng(3))
     assert type(loss) is float and type(correct) is int
-    assert strict_device_arrays == [1, 1]  # the loss and the count: one element each, nothing else
+    assert strict_device_arrays["to_host"] == [1, 1]  # the loss and the count: one element each, nothing else
+    # up: the step's inputs, and the dropout mask, which is drawn on the host (the only upload inside the step)
+    mask_size = 2 * 18
+    assert sorted(strict_device_arrays["to_device"]) == sorted([a.size for a in arrays.values()] + [mask_size])
     assert all(is_device(a) for a in seen) and all(is_device(p) for p in params.values())
     # and it is the numpy backend's step
     want_loss, want_correct, want, _ = _kernel_step(backends.load("numpy"), arrays, np.random.default_rng(3))
@@ -270,16 +309,16 @@ def _tiny_cnn():
 
 
 def _train_two_steps(name, x, y, copies=None):
-    """Two Trainer.train_step calls on ``name``; (losses, host state, sizes copied to the host meanwhile)."""
+    """Two Trainer.train_step calls on ``name``; (losses, host state, sizes copied each way meanwhile)."""
     from fastnn.train import Trainer
     K = backends.use(name)
     model = _tiny_cnn()
     trainer = Trainer(model, optim.make("adam", lr=0.01, weight_decay=0.01), batch_size=len(x), seed=0,
                       progress=False)
     xb, yb = K.to_device(x), K.to_device(y)
-    before = len(copies) if copies is not None else 0
+    before = {way: len(sizes) for way, sizes in copies.items()} if copies is not None else {}
     losses = [trainer.train_step(xb, yb) for _ in range(2)]
-    during = copies[before:] if copies is not None else []
+    during = {way: sizes[before[way]:] for way, sizes in copies.items()} if copies is not None else {}
     return losses, model.state_arrays(), during
 
 
@@ -288,13 +327,24 @@ def test_trainer_step_matches_the_numpy_backend(K, rng, strict_device_arrays):
     (simple-cnn itself takes minutes per step in the simulator)."""
     x, y = rng.random((2, 1, 6, 6), dtype=np.float32), rng.integers(0, 5, 2)
     losses, state, copies = _train_two_steps("cuda", x, y, strict_device_arrays)
-    assert copies == [1, 1]  # one scalar loss per step, nothing else came back
+    assert copies["to_host"] == [1, 1]  # one scalar loss per step, nothing else came back
+    # nothing went up but the dropout masks, one per step (drawn on the host)
+    assert copies["to_device"] == [2 * 18, 2 * 18]
     assert all(type(loss) is float for loss in losses)
     want_losses, want_state, _ = _train_two_steps("numpy", x, y)
     assert losses == pytest.approx(want_losses, rel=1e-5)
     assert state.keys() == want_state.keys()
     for key in want_state:
         np.testing.assert_allclose(state[key], want_state[key], rtol=1e-4, atol=1e-5, err_msg=key)
+
+
+def test_the_copy_log_sees_every_way_up(K, copy_log):
+    """The log is not blind: an explicit upload and a host array handed to a kernel both count."""
+    from fastnn.backends.cuda.arrays import fill_kernel
+    K.to_device(np.ones(3, np.float32))
+    host = np.zeros(5, np.float32)
+    fill_kernel[1, 32](host, np.float32(1))  # Numba copies it over, and back
+    assert copy_log["to_device"] == [3, 5] and host.sum() == 5
 
 
 @pytest.mark.skipif(not SIMULATED_CUDA, reason="real device arrays refuse NumPy by themselves")

@@ -32,25 +32,11 @@ if not cuda.is_available():
         + (f" ({' '.join(str(cause).split()).rstrip(' :')})" if cause is not None and str(cause).strip() else "")
         + f"; {_ALTERNATIVES}") from cause
 
-from .activation import (dropout_backward, dropout_forward, dropout_mask, relu_backward,  # noqa: E402
-                         relu_forward, sigmoid_backward, sigmoid_forward, tanh_backward,
-                         tanh_forward)
-from .arrays import SIMULATOR, gather, synchronize, to_device, to_host, zeros  # noqa: E402
-from .conv import col2im, conv2d_algorithm, conv2d_backward, conv2d_forward, im2col  # noqa: E402
-from .dense import dense_backward, dense_forward  # noqa: E402
-from .loss import (count_correct, mse_loss, mse_loss_backward, softmax, softmax_cross_entropy,  # noqa: E402
-                   softmax_cross_entropy_backward)
-from .norm import (batchnorm_backward, batchnorm_forward, batchnorm_inference,  # noqa: E402
-                   running_average_update)
-from .optim import (adadelta_update, adagrad_update, adam_update, momentum_update,  # noqa: E402
-                    nesterov_update, rmsprop_update, sgd_update)
-from .pool import avgpool2d_backward, avgpool2d_forward, maxpool2d_backward, maxpool2d_forward  # noqa: E402
+from ..contract import kernels_of  # noqa: E402
+
+# every contract kernel, from the modules contract.MODULES names; the fused ones are the
+# composition of the unfused (fastnn/backends/composed.py)
+globals().update(kernels_of(__name__))
+from .arrays import SIMULATOR, synchronize  # noqa: E402,F401  (beyond the contract)
 
 NAME = "cuda"
-
-# the fused kernels: the composition of the kernels above (fastnn/backends/composed.py)
-import sys as _sys  # noqa: E402
-
-from ..composed import fused_kernels as _fused_kernels  # noqa: E402
-
-globals().update(_fused_kernels(_sys.modules[__name__]))

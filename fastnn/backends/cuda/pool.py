@@ -31,7 +31,8 @@ def maxpool_forward_kernel(y, arg, x, size, stride, pad):
             for j in range(size):
                 w = ow * stride - pad + j
                 v = x[n, c, h, w] if 0 <= h < x.shape[2] and 0 <= w < x.shape[3] else NEG_INF
-                if v > best:   # strict: the first maximum wins, as in np.argmax
+                # the first maximum wins, as in np.argmax, and the first NaN beats any number
+                if v > best or (v != v and best == best):
                     best = v
                     best_k = i * size + j
         y[n, c, oh, ow] = best

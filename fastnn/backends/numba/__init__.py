@@ -17,21 +17,10 @@ except ImportError as e:
         "backend 'numba' needs SciPy: its kernels call BLAS through scipy.linalg.cython_blas; "
         "install it with: pip install scipy") from e
 
-from .activation import (dropout_backward, dropout_forward, dropout_mask, relu_backward,
-                         relu_forward, sigmoid_backward, sigmoid_forward, tanh_backward,
-                         tanh_forward)
-from .arrays import gather, to_device, to_host, zeros
-from .conv import CONV_ALGORITHMS, col2im, conv2d_algorithm, conv2d_backward, conv2d_forward, im2col
-from .dense import dense_backward, dense_forward
-from .fused import (conv2d_relu_backward, conv2d_relu_forward, conv2d_relu_pool_backward,
-                    conv2d_relu_pool_forward, dense_relu_backward, dense_relu_forward)
-from .loss import (count_correct, mse_loss, mse_loss_backward, softmax, softmax_cross_entropy,
-                   softmax_cross_entropy_backward)
-from .norm import (batchnorm_backward, batchnorm_forward, batchnorm_inference,
-                   running_average_update)
-from .optim import (adadelta_update, adagrad_update, adam_update, momentum_update,
-                    nesterov_update, rmsprop_update, sgd_update)
-from .pool import avgpool2d_backward, avgpool2d_forward, maxpool2d_backward, maxpool2d_forward
+from ..contract import kernels_of  # noqa: E402
+
+globals().update(kernels_of(__name__))  # every contract kernel, from the modules contract.MODULES names
+from .conv import CONV_ALGORITHMS  # noqa: E402,F401  (beyond the contract: the algorithms it can force)
 
 NAME = "numba"
 

@@ -2,16 +2,48 @@
 
 FAST is the subset of LLVM fast-math that is safe here: reassociation (so reductions
 vectorise), contraction into FMA, approximate functions. It leaves out ``nnan``/``ninf``:
-max-pooling pads with -inf and the tests feed saturating inputs, so infinities are real.
+max-pooling pads with -inf, the tests feed saturating inputs, and a NaN must reach the loss
+(so that training stops) exactly as it does in the reference: NaN and infinities are real.
 """
 import collections
 
 import numpy as np
+from numba import njit
 
 FAST = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
 SCRATCH_BYTES = 64 << 20  # the most scratch kept between calls; the oldest buffers go first
 _scratch = collections.OrderedDict()
+
+
+# float32 zero: a float64 0.0 in a float32 loop converts every element and stops vectorisation
+ZERO = np.float32(0.0)
+
+
+@njit(cache=True, fastmath=FAST)
+def relu(v):
+    # np.maximum(v, 0) for one value: NaN stays NaN and -inf becomes 0, as in the reference
+    # (max(v, 0) and ``v if v > 0 else 0`` both turn NaN into 0, and a NaN weight would vanish)
+    return v if not v <= ZERO else ZERO
+
+
+@njit(cache=True)
+def beats(v, best):
+    # whether v takes over from best as a window's maximum, in np.argmax's order: the first NaN
+    # wins, otherwise only a strictly larger value (ties go to the first). & and | keep it
+    # branch-free, so it compiles to selects.
+    return (v > best) | ((v != v) & (best == best))
+
+
+@njit(cache=True, fastmath=FAST)
+def has_nan(a, lo, hi):
+    # np.isnan(a[lo:hi]).any() for flat a, as one sum (NaN in, NaN out) that vectorises under
+    # reassociation; inf - inf also says yes, which costs only an exact second pass. Kernels
+    # whose NaN-aware comparisons would be slow run the plain ones and ask this afterwards.
+    total = ZERO
+    for j in range(lo, hi):
+        total += a[j]
+    return total != total
 
 
 def f32(a):

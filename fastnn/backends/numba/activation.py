@@ -7,21 +7,21 @@ import numpy as np
 from numba import njit, prange
 
 from ..numpy import activation as reference
-from ._common import FAST, f32
+from ._common import FAST, f32, relu
 
 
 @njit(cache=True, parallel=True, fastmath=FAST)
 def _relu(y, x):
     # y = np.maximum(x, 0)
     for i in prange(x.size):
-        y[i] = x[i] if x[i] > 0 else np.float32(0.0)
+        y[i] = relu(x[i])
 
 
 @njit(cache=True, parallel=True, fastmath=FAST)
 def _relu_backward(dx, dy, y):
-    # dx = dy * (y > 0)
+    # dx = dy * (y > 0)   (a product, as in the reference: an infinite dy where y <= 0 gives NaN)
     for i in prange(dy.size):
-        dx[i] = dy[i] if y[i] > 0 else np.float32(0.0)
+        dx[i] = dy[i] * np.float32(y[i] > 0)
 
 
 @njit(cache=True, parallel=True, fastmath=FAST)

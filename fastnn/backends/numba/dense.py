@@ -17,20 +17,20 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from ._common import FAST, f32
+from ._common import FAST, f32, relu
 from .blas import gemm
 
 
 @njit(cache=True, fastmath=FAST)
-def forward_block(y, x, W, b, lo, hi, relu):
-    # rows lo:hi of y = x @ W + b, then relu(y) if asked, while the rows are in cache
+def forward_block(y, x, W, b, lo, hi, with_relu):
+    # rows lo:hi of y = x @ W + b, then np.maximum(y, 0) if asked, while the rows are in cache
     for n in range(lo, hi):
         y[n, :] = b
     gemm(y[lo:hi], x[lo:hi], W, 1.0, 1.0)  # an empty block is skipped
-    if relu:
+    if with_relu:
         for n in range(lo, hi):
             for m in range(y.shape[1]):
-                y[n, m] = max(y[n, m], np.float32(0.0))
+                y[n, m] = relu(y[n, m])
 
 
 @njit(cache=True, fastmath=FAST)

@@ -40,9 +40,11 @@ def _softmax(p, logits):
 def _cross_entropy(p, logits, labels):
     # logits (N, K), labels (N,) -> p = softmax(logits) (N, K), mean(-log p[n, labels[n]])
     # (the log-probability is taken as shifted - log(sum exp(shifted)), so it never sees log(0))
-    N = logits.shape[0]
+    N, K = logits.shape
     loss = 0.0
     for n in range(N):
+        if labels[n] < 0 or labels[n] >= K:  # an index out of bounds would read any memory
+            raise IndexError("softmax_cross_entropy: a label lies outside 0..K-1")
         top, total = _softmax_row(p, logits, n)
         loss -= logits[n, labels[n]] - top - np.log(total)
     return loss / N

@@ -1,52 +1,63 @@
 """Max and average pooling with Numba. Mirrors fastnn/backends/numpy/pool.py.
 
 One (image, channel) plane per parallel iteration, so no two threads write the same pixel.
-Max pooling keeps the argmax of each window (as a flat index into the input plane, -1 never
-happens: a window always overlaps the input because pad <= size // 2); backward zeroes the
-plane and routes each gradient to its window's maximum in the same pass. Padding is -inf for
+Max pooling keeps the argmax of each window as a flat index into the input plane (a window
+always overlaps the input because pad <= size // 2), or -1 where the -inf padding wins: a
+padded window whose pixels are all -inf, as in the reference, whose argmax is then the first
+padding cell; backward zeroes the plane and routes each gradient to its window's maximum in
+the same pass, and drops the ones that went to the padding. Padding is -inf for
 max (windows are clipped to the input, which is the same thing) and zeros for average (the
 divisor stays size * size).
 """
 import numpy as np
 from numba import njit, prange
 
-from ._common import f32
+from ._common import beats, f32, has_nan
 
 
 def _out(size_in, size, stride, pad):
     return (size_in + 2 * pad - size) // stride + 1
 
 
+@njit(cache=True)
+def _max_plane(y, arg, plane, H, W, size, stride, pad):
+    # plane (H * W,) flat -> y, arg (OH, OW): arg the flat index h*W + w of the max, -1 the padding
+    # y[oh, ow] = plane_padded[oh*s : oh*s + size, ow*s : ow*s + size].max(), first max (or NaN) wins
+    OH, OW = y.shape
+    for oh in range(OH):
+        h0, h1 = max(oh * stride - pad, 0), min(oh * stride - pad + size, H)
+        for ow in range(OW):
+            w0, w1 = max(ow * stride - pad, 0), min(ow * stride - pad + size, W)
+            # window rows h0..h1, columns w0..w1 (clipped: -inf padding never wins)
+            where = h0 * W + w0
+            best = plane[where]
+            for h in range(h0, h1):
+                for w in range(w0, w1):
+                    k = h * W + w
+                    v = plane[k]
+                    if beats(v, best):  # the first maximum (or NaN) in row-major order, as argmax
+                        best, where = v, k
+            if best == -np.inf and (h0 > oh * stride - pad or w0 > ow * stride - pad):
+                where = -1  # the padding, which comes first in the window, is the argmax
+            y[oh, ow] = best
+            arg[oh, ow] = where
+
+
 @njit(cache=True, parallel=True)
 def _max_forward(y, arg, x, size, stride, pad):
-    # x (N, C, H, W) -> y (N, C, OH, OW), arg (N, C, OH, OW) int32: flat index h*W + w of the max
-    # y[n, c, oh, ow] = x_padded[n, c, oh*s : oh*s + size, ow*s : ow*s + size].max(), first max wins
+    # x (N, C, H, W) -> y (N, C, OH, OW), arg (N, C, OH, OW) int32, one plane at a time (_max_plane)
     N, C, H, W = x.shape
-    OH, OW = y.shape[2], y.shape[3]
     for t in prange(N * C):
         n, c = t // C, t % C
-        plane = x[n, c].reshape(H * W)
-        for oh in range(OH):
-            h0, h1 = max(oh * stride - pad, 0), min(oh * stride - pad + size, H)
-            for ow in range(OW):
-                w0, w1 = max(ow * stride - pad, 0), min(ow * stride - pad + size, W)
-                # window rows h0..h1, columns w0..w1 (clipped: -inf padding never wins)
-                where = h0 * W + w0
-                best = plane[where]
-                for h in range(h0, h1):
-                    for w in range(w0, w1):
-                        k = h * W + w
-                        v = plane[k]
-                        if v > best:  # strict: the first maximum in row-major order wins, as argmax
-                            best, where = v, k
-                y[n, c, oh, ow] = best
-                arg[n, c, oh, ow] = where
+        _max_plane(y[n, c], arg[n, c], x[n, c].reshape(H * W), H, W, size, stride, pad)
 
 
 @njit(cache=True, parallel=True)
 def _max_forward_2x2(y, arg, x):
     # the same for size 2, stride 2, pad 0 (every model here): four explicit taps per window
-    # compile to straight-line selects, ten times faster than the general window loop
+    # compile to straight-line selects, ten times faster than the general window loop. The
+    # comparisons ignore NaN (knowing it would double the time); a plane with a NaN in it, which
+    # a sum of the plane finds, is done again by the general loop, which knows it.
     N, C, H, W = x.shape
     OH, OW = y.shape[2], y.shape[3]
     for t in prange(N * C):
@@ -64,12 +75,15 @@ def _max_forward_2x2(y, arg, x):
                 if bottom[2 * ow + 1] > best:
                     best, where = bottom[2 * ow + 1], k + W + 1
                 y_row[ow], arg_row[ow] = best, where
+        if has_nan(x[n, c].reshape(H * W), 0, H * W):
+            _max_plane(y[n, c], arg[n, c], x[n, c].reshape(H * W), H, W, 2, 2, 0)
 
 
 @njit(cache=True, parallel=True)
 def _max_backward(dx, dy, arg):
     # dy (N, C, OH, OW), arg (N, C, OH, OW) -> dx (N, C, H, W)
-    # dx = 0; dx.flat[arg] += dy  (per plane; += because overlapping windows can share a max)
+    # dx = 0; dx.flat[arg] += dy  (per plane; += because overlapping windows can share a max;
+    # arg -1, the padding, takes nothing)
     N, C, H, W = dx.shape
     OH, OW = dy.shape[2], dy.shape[3]
     for t in prange(N * C):
@@ -78,7 +92,9 @@ def _max_backward(dx, dy, arg):
         plane[:] = 0.0
         for oh in range(OH):
             for ow in range(OW):
-                plane[arg[n, c, oh, ow]] += dy[n, c, oh, ow]
+                k = arg[n, c, oh, ow]
+                if k >= 0:
+                    plane[k] += dy[n, c, oh, ow]
 
 
 @njit(cache=True, parallel=True, fastmath={"nsz", "contract", "reassoc"})

@@ -4,7 +4,8 @@ pooled one. Shared by the direct and Winograd algorithms; what it must equal is
 fastnn/backends/composed.py.
 
 The pooled output keeps, per pixel, where in its 2x2 window the first maximum is: a code
-0 1 / 2 3 (row-major), or -1 where the window's maximum is <= 0. pool(relu(z)) = relu(pool(z)),
+0 1 / 2 3 (row-major), or -1 where the window's maximum is <= 0 or NaN (a NaN wins its window, as in np.argmax,
+and stays NaN in the output). pool(relu(z)) = relu(pool(z)),
 so the gradient reaches only the winner, and only where the ReLU let it through: backward
 needs dy and these codes, nothing else (the same codes as fastnn_ext/_epilogue.pxd).
 
@@ -17,20 +18,18 @@ than the few windows in it.
 import numpy as np
 from numba import njit
 
-from .._common import FAST
+from .._common import FAST, ZERO, beats, has_nan, relu
 
 # the fused kernels' post-processing of the convolution's output
 PLAIN, RELU, RELU_POOL = 0, 1, 2
-# float32 zero: a float64 0.0 in a float32 loop converts every element and stops vectorisation
-ZERO = np.float32(0.0)
 
 
 @njit(cache=True, fastmath=FAST)
-def bias_relu_row(dst, src, bias, relu):
-    # dst = src + bias, then max(., 0) if relu
-    if relu:
+def bias_relu_row(dst, src, bias, with_relu):
+    # dst = src + bias, then np.maximum(., 0) if relu
+    if with_relu:
         for j in range(dst.shape[0]):
-            dst[j] = max(src[j] + bias, ZERO)
+            dst[j] = relu(src[j] + bias)
     else:
         for j in range(dst.shape[0]):
             dst[j] = src[j] + bias
@@ -38,9 +37,9 @@ def bias_relu_row(dst, src, bias, relu):
 
 @njit(cache=True, fastmath=FAST)
 def relu_inplace(z):
-    # z = max(z, 0), in place
+    # z = np.maximum(z, 0), in place
     for j in range(z.shape[0]):
-        z[j] = max(z[j], ZERO)
+        z[j] = relu(z[j])
 
 
 # row s + 1, for the code s = -1 .. 3: the window's four pixels (row-major), 1 at the winner
@@ -51,7 +50,10 @@ ONE_HOT = np.array([[0, 0, 0, 0], [1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 
 def pool_image(y, arg, z, pitch, rows, bias):
     # z: F planes of `rows` conv output rows (without the bias), `pitch` floats apart, flat ->
     # y, arg (F, PH, PW): for window w = z[f, 2 ph : 2 ph + 2, 2 pw : 2 pw + 2] + bias[f],
-    # y = max(w.max(), 0) and arg = w.argmax() (the first maximum) if w.max() > 0 else -1
+    # y = np.maximum(w.max(), 0) and arg = w.argmax() (the first maximum, or the first NaN)
+    # if w.max() > 0 else -1
+    # Comparisons that know NaN cost a third of the whole fused forward, so the plain ones run
+    # and, after them, a sum of the planes says whether a NaN was there: then it goes again.
     F, PH, PW = y.shape
     for f in range(F):
         plane, b = f * rows * pitch, bias[f]
@@ -69,6 +71,30 @@ def pool_image(y, arg, z, pitch, rows, bias):
                 y[f, ph, pw] = max(best, ZERO)
                 at = right_top + down * (2 + right_bottom - right_top)
                 arg[f, ph, pw] = positive * (at + 1) - 1
+    if has_nan(z, 0, F * rows * pitch) or has_nan(bias, 0, F):
+        pool_image_nan(y, arg, z, pitch, rows, bias)
+
+
+@njit(cache=True, fastmath=FAST)
+def pool_image_nan(y, arg, z, pitch, rows, bias):
+    # pool_image where a NaN may be: it wins its window, as in np.argmax, and stays NaN in y
+    F, PH, PW = y.shape
+    for f in range(F):
+        plane, b = f * rows * pitch, bias[f]
+        for ph in range(PH):
+            top = plane + 2 * ph * pitch
+            for pw in range(PW):
+                k = top + 2 * pw
+                a, bb = z[k], z[k + 1]
+                c, d = z[k + pitch], z[k + pitch + 1]
+                right_top, right_bottom = beats(bb, a), beats(d, c)
+                upper = bb if right_top else a
+                lower = d if right_bottom else c
+                down = beats(lower, upper)
+                best = (lower if down else upper) + b
+                y[f, ph, pw] = relu(best)
+                at = np.int32(right_top) + np.int32(down) * (2 + np.int32(right_bottom) - np.int32(right_top))
+                arg[f, ph, pw] = np.int32(best > ZERO) * (at + 1) - 1
 
 
 @njit(cache=True, fastmath=FAST)
