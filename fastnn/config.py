@@ -2,13 +2,14 @@
 
 FASTNN_BACKEND       numpy | numba | cython | cuda   (default: DEFAULT_BACKEND)
 FASTNN_DATA          a directory that holds the MNIST IDX files
-FASTNN_NUM_THREADS   threads for Numba, OpenMP and BLAS together (default: all cores)
+FASTNN_NUM_THREADS   threads for Numba, OpenMP and BLAS together (default: usable_cpus())
 FASTNN_CONV_ALGO     auto | im2col | direct | winograd | winograd4: force one convolution algorithm
 FASTNN_FUSION        1 | 0: run Conv2D/Dense -> ReLU (-> MaxPool2D) chains as fused kernels (default 1)
 XDG_CACHE_HOME       the user cache directory root (downloads go to <it>/fastnn)
 OPENBLAS_THREAD_TIMEOUT  set (if unset) by quiet_idle_blas_threads, for the compiled backends
 FASTNN_TEST_KILL     tests only: step:N | write:N, see test_kill_point()
 """
+import math
 import os
 from pathlib import Path
 
@@ -65,10 +66,47 @@ def cache_dir() -> Path:
     return (Path(root) if root else Path.home() / ".cache") / "fastnn"
 
 
+def usable_cpus(cgroup_root="/sys/fs/cgroup") -> int:
+    """The CPUs this process may really use: the cores in its affinity mask (``taskset``,
+    ``docker --cpuset-cpus``), capped by a cgroup CPU quota (``docker --cpus=2``, Kubernetes
+    limits), rounded up. os.cpu_count() counts every core of the machine and would start more
+    threads than the process gets, which then wait for each other at every parallel loop."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # macOS, Windows: no affinity mask to read
+        cpus = os.cpu_count() or 1
+    quota = cgroup_cpu_quota(Path(cgroup_root), Path("/proc/self/cgroup"))
+    return max(1, min(cpus, math.ceil(quota)) if quota else cpus)
+
+
+def cgroup_cpu_quota(root: Path, proc_cgroup: Path) -> float | None:
+    """CPUs' worth of time this process's cgroup (or an ancestor) may use; None if unlimited.
+    cgroup v2: ``<root>/<own group>/cpu.max`` ("200000 100000" is 2 CPUs, "max 100000" none);
+    cgroup v1: ``<root>/cpu/cpu.cfs_quota_us`` over ``cpu.cfs_period_us`` (-1: none)."""
+    try:
+        own = next((line.split(":", 2)[2].strip() for line in proc_cgroup.read_text().splitlines()
+                    if line.startswith("0::")), "/")
+    except (OSError, IndexError):
+        own = "/"
+    group = root / own.lstrip("/")
+    candidates = [(d / "cpu.max", None) for d in (group, *group.parents) if d == root or root in d.parents]
+    candidates.append((root / "cpu" / "cpu.cfs_quota_us", root / "cpu" / "cpu.cfs_period_us"))
+    quotas = []
+    for first, second in candidates:
+        try:
+            words = first.read_text().split() + (second.read_text().split() if second else [])
+            limit, period = float(words[0]), float(words[1])
+        except (OSError, ValueError, IndexError):  # absent, or "max": no limit here
+            continue
+        if limit > 0 and period > 0:
+            quotas.append(limit / period)
+    return min(quotas) if quotas else None
+
+
 def num_threads() -> int:
     value = os.environ.get("FASTNN_NUM_THREADS", "").strip()
     if not value:
-        return os.cpu_count() or 1
+        return usable_cpus()
     if not value.isdigit() or int(value) < 1:
         raise ConfigError(f"FASTNN_NUM_THREADS={value!r}: give a whole number of threads, 1 or more")
     return int(value)

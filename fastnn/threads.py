@@ -9,6 +9,7 @@ multi-threaded BLAS, whether or not ``set_threads`` was called), and ``backends.
 re-applies it when it switches backends.
 """
 import sys
+import warnings
 
 from threadpoolctl import threadpool_limits
 
@@ -22,7 +23,8 @@ _limits = None  # kept alive: the limits hold until set_threads runs again
 
 
 def set_threads(n: int | None = None) -> int:
-    """Use ``n`` threads (default FASTNN_NUM_THREADS, else all cores) everywhere; returns n.
+    """Use ``n`` threads (default FASTNN_NUM_THREADS, else the usable cores: config.usable_cpus)
+    everywhere; returns the number it uses, and warns if that is fewer than asked for.
 
     Call it after the backend is loaded: threadpoolctl limits the BLAS and OpenMP
     libraries that are already in the process.
@@ -31,9 +33,23 @@ def set_threads(n: int | None = None) -> int:
     n = config.num_threads() if n is None else int(n)
     if n < 1:
         raise ConfigError(f"threads must be 1 or more, not {n}")
+    most = numba_thread_limit()
+    if most is not None and n > most:
+        warnings.warn(f"fastnn: {n} threads asked for, {most} used: Numba started with NUMBA_NUM_THREADS={most} "
+                      f"(the cores it saw); set NUMBA_NUM_THREADS={n} before Python starts to allow more",
+                      RuntimeWarning, stacklevel=2)
+        n = most
     _threads = n
     apply()
     return n
+
+
+def numba_thread_limit() -> int | None:
+    """The most threads Numba can run in this process (fixed when it loads); None if not loaded."""
+    if "numba" not in sys.modules:
+        return None
+    import numba
+    return numba.config.NUMBA_NUM_THREADS
 
 
 def blas_threads(backend_name: str, n: int) -> int:
@@ -49,9 +65,10 @@ def apply(backend_name: str | None = None):
         backend_name = backends._active.NAME if backends._active is not None else config.backend_name()
     n = current_threads()
     _limits = threadpool_limits(limits={"blas": blas_threads(backend_name, n), "openmp": n})
-    if "numba" in sys.modules:  # only a process that uses Numba pays for importing it
+    most = numba_thread_limit()  # only a process that uses Numba pays for importing it
+    if most is not None:
         import numba
-        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+        numba.set_num_threads(min(n, most))
 
 
 def current_threads() -> int:
