@@ -88,10 +88,14 @@ class Layer:
         if not self.kept_state:
             raise ShapeError(f"{self.name}: backward() after forward(x, train=False): inference keeps no "
                              f"backward state; run forward(x, train=True) first")
-        if not hasattr(dy, "shape") or tuple(dy.shape) != self.y_shape:
+        if not hasattr(dy, "shape") or not hasattr(dy, "dtype") or tuple(dy.shape) != self.y_shape:
             got = tuple(dy.shape) if hasattr(dy, "shape") else type(dy).__name__
             raise ShapeError(f"{self.name}: expected a gradient of shape {self.y_shape} (the forward output's), "
                              f"got {got}")
+        dtype = next(iter(self.params.values())).dtype if self.params else None
+        if np.dtype(dy.dtype).kind != "f" or (dtype is not None and dy.dtype != dtype):
+            raise ShapeError(f"{self.name}: expected a {dtype or 'floating-point'} gradient, got {dy.dtype}; "
+                             f"convert with dy.astype(np.{np.dtype(dtype or np.float32).name})")
 
 
 class Dense(Layer):

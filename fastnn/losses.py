@@ -1,6 +1,36 @@
-"""Loss layers: ``forward(y, t) -> float`` then ``backward() -> dy`` (the gradient of the mean loss)."""
+"""Loss layers: ``forward(y, t) -> float`` then ``backward() -> dy`` (the gradient of the mean loss).
+
+They check what the compiled kernels cannot: shapes, dtypes and the range of the labels (a
+compiled loss indexes its row by the label, without bounds checks)."""
+import math
+
+import numpy as np
+
 from . import backends
 from .errors import ShapeError
+
+
+def check_labels(y, n_images, n_classes, what="labels"):
+    """Host labels: whole numbers in [0, n_classes), one per image; returned as int64."""
+    y = np.asarray(y)
+    if y.shape != (n_images,):
+        raise ShapeError(f"{what}: expected shape ({n_images},), one per image, got {y.shape}")
+    if y.dtype.kind not in "iu":
+        raise ShapeError(f"{what}: expected integer class indices, got dtype {y.dtype}")
+    if n_images and (y.min() < 0 or y.max() >= n_classes):
+        raise ShapeError(f"{what}: class indices must lie in [0, {n_classes}), found {y.min()}..{y.max()}")
+    return y.astype(np.int64, copy=False)
+
+
+def _describe(a):
+    return f"{tuple(a.shape)} {a.dtype}" if hasattr(a, "shape") and hasattr(a, "dtype") else type(a).__name__
+
+
+def _expect_floats(layer, a, what, ndim=None):
+    if not hasattr(a, "shape") or not hasattr(a, "dtype") or np.dtype(a.dtype).kind != "f" \
+            or (ndim is not None and len(a.shape) != ndim) or 0 in a.shape:
+        raise ShapeError(f"{layer}: expected {what} as a non-empty floating-point array"
+                         f"{f' of {ndim} dimensions' if ndim else ''}, got {_describe(a)}")
 
 
 class SoftmaxCrossEntropy:
@@ -8,10 +38,18 @@ class SoftmaxCrossEntropy:
     simply (softmax - onehot) / N. ``t`` holds class indices (int64)."""
 
     def forward(self, logits, labels):
-        if logits.ndim != 2 or labels.shape != (logits.shape[0],):
-            raise ShapeError(f"SoftmaxCrossEntropy: expected logits (N, K) and labels (N,), "
-                             f"got {tuple(logits.shape)} and {tuple(labels.shape)}")
-        loss, self.cache = backends.get().softmax_cross_entropy(logits, labels)
+        _expect_floats("SoftmaxCrossEntropy", logits, "logits (N, K)", ndim=2)
+        n, k = logits.shape
+        if not hasattr(labels, "shape") or tuple(labels.shape) != (n,) or np.dtype(labels.dtype).kind not in "iu":
+            raise ShapeError(f"SoftmaxCrossEntropy: expected labels of shape ({n},), integer class indices "
+                             f"for logits {tuple(logits.shape)}, got {_describe(labels)}")
+        on_host = isinstance(labels, np.ndarray)
+        if on_host:  # a device array is checked by its kernel, which makes the loss NaN (below)
+            labels = check_labels(labels, n, k, "SoftmaxCrossEntropy: labels")
+        K = backends.get()
+        loss, self.cache = K.softmax_cross_entropy(logits, labels)
+        if not on_host and not math.isfinite(loss):  # NaN logits, or a label out of range?
+            check_labels(K.to_host(labels), n, k, "SoftmaxCrossEntropy: labels")
         return loss
 
     def backward(self):
@@ -22,6 +60,8 @@ class MeanSquaredError:
     """0.5 * sum((y - t)^2) / N: the textbook's sum of squares, averaged over the batch."""
 
     def forward(self, y, t):
+        _expect_floats("MeanSquaredError", y, "the prediction")
+        _expect_floats("MeanSquaredError", t, "the target")
         if tuple(y.shape) != tuple(t.shape):
             raise ShapeError(f"MeanSquaredError: prediction {tuple(y.shape)} and target {tuple(t.shape)} differ")
         loss, self.cache = backends.get().mse_loss(y, t)

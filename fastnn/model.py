@@ -4,19 +4,7 @@ import numpy as np
 from . import backends, config, fusion
 from .errors import CheckpointError, ConfigError, ShapeError
 from .layers import LAYER_TYPES, Dropout, Layer
-from .losses import SoftmaxCrossEntropy
-
-
-def check_labels(y, n_images, n_classes, what="labels"):
-    """Labels must be whole numbers in [0, n_classes), one per image."""
-    y = np.asarray(y)
-    if y.shape != (n_images,):
-        raise ShapeError(f"{what}: expected shape ({n_images},), one per image, got {y.shape}")
-    if y.dtype.kind not in "iu":
-        raise ShapeError(f"{what}: expected integer class indices, got dtype {y.dtype}")
-    if n_images and (y.min() < 0 or y.max() >= n_classes):
-        raise ShapeError(f"{what}: class indices must lie in [0, {n_classes}), found {y.min()}..{y.max()}")
-    return y.astype(np.int64, copy=False)
+from .losses import SoftmaxCrossEntropy, check_labels
 
 
 def check_images(x, model, what="images"):

@@ -44,3 +44,20 @@ def test_backward_after_inference_is_a_clear_error():
     y = net.forward(np.zeros((2, 1, 28, 28), np.float32), train=False)
     with pytest.raises(ShapeError, match="train=False"):
         net.backward(np.ones_like(y))
+
+
+@pytest.mark.parametrize("model", ["pytorch-net", "deep-cnn"])
+def test_cython_work_arrays_do_not_grow_with_the_batch(model):
+    load_or_skip("cython")
+    backends.use("cython")
+    from fastnn.backends.cython import _prep
+
+    def work_bytes():
+        return sum(buf.nbytes for buf in getattr(_prep._work, "pool", {}).values())
+
+    net = models.build(model, seed=0)
+    x = np.random.default_rng(0).random((1000, 1, 28, 28), dtype=np.float32)
+    net.forward(x[:10], train=False)
+    after_small = work_bytes()
+    net.forward(x, train=False)
+    assert work_bytes() == after_small < 16 << 20  # sized to an image per thread, not to the batch

@@ -2,6 +2,7 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -68,3 +69,26 @@ def test_conv_algorithm_setting(monkeypatch):
     monkeypatch.setenv("FASTNN_CONV_ALGO", "fft")
     with pytest.raises(ConfigError, match="FASTNN_CONV_ALGO='fft': choose one of auto, im2col"):
         config.conv_algorithm()
+
+
+def test_backend_packages_take_their_kernel_names_from_the_contract():
+    """No backend's __init__ lists the contract's kernels again: contract.kernels_of gathers them."""
+    import ast
+    for name in config.BACKENDS:
+        source = (Path(backends.__file__).parent / name / "__init__.py").read_text()
+        named = {node.id for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Name)}
+        named |= {alias.name for node in ast.walk(ast.parse(source)) if isinstance(node, ast.ImportFrom)
+                  for alias in node.names}
+        assert not named & set(contract.NAMES), f"{name}/__init__.py names {sorted(named & set(contract.NAMES))}"
+        assert "kernels_of(__name__)" in source
+
+
+def test_a_kernel_defined_twice_is_refused(tmp_path, monkeypatch):
+    package = tmp_path / "twice"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "dense.py").write_text("def dense_forward(x, W, b): return 1\n")
+    (package / "conv.py").write_text("def dense_forward(x, W, b): return 2\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ImportError, match="dense_forward is defined both in dense and in conv"):
+        contract.kernels_of("twice")
