@@ -14,6 +14,13 @@ Conventions (the same in every backend):
   parameter and its optimizer state in place (that is what their names say).
 * ``cache`` objects are opaque: only the backend that made one reads it. A backend may
   keep whatever it needs there (im2col columns, argmax indices, reusable buffers).
+* NaN and infinities go where the reference sends them: a NaN weight must reach the loss,
+  so that training stops. ReLU keeps NaN (``np.maximum(x, 0)``), max-pooling's first NaN wins its
+  window (``np.argmax``), masks are products (``dy * (y > 0)``: an infinite dy at a blocked unit
+  is NaN). Products are sums in a backend's own order, and Winograd mixes a tile's pixels before
+  it multiplies: there an output may be NaN where the reference's is +-inf, and a non-finite
+  input spreads over its tile, but no output is finite where the reference's is not
+  (tests/backends/test_nonfinite.py).
 * ``to_device`` / ``to_host`` move arrays between host NumPy and the backend's memory:
   the identity on CPU backends, real copies on cuda. Layers and the trainer only touch
   arrays through kernels, ``reshape`` and these two functions.
