@@ -40,6 +40,7 @@ class Optimizer:
         if not (_real(weight_decay) and weight_decay >= 0):
             raise ConfigError(f"{type(self).__name__}: weight_decay must be >= 0, not {weight_decay!r}")
         self.lr, self.weight_decay = float(lr), float(weight_decay)
+        self.base_lr = self.lr  # the configured rate; self.lr is the one in use (decayed, see end_epoch)
         self.lr_decay = 1.0  # lr is multiplied by this after every epoch (see end_epoch)
         self.steps = 0
         self.state = {}  # parameter key -> [state arrays]
@@ -65,10 +66,11 @@ class Optimizer:
             update(param, grad, *state, lr=self.lr, weight_decay=self.weight_decay, **hyper)
 
     def state_dict(self) -> dict:
-        """Host copies of the state, for checkpoints: {"steps": int, "arrays": {"key/i": array}}."""
+        """Host copies of the state, for checkpoints: {"steps": int, "lr": the rate in use (decayed),
+        "arrays": {"key/i": array}}."""
         K = backends.get()
         arrays = {f"{key}/{i}": K.to_host(a) for key, state in self.state.items() for i, a in enumerate(state)}
-        return {"steps": self.steps, "arrays": arrays}
+        return {"steps": self.steps, "lr": self.lr, "arrays": arrays}
 
     def load_state_dict(self, state, model):
         """Set the state from ``state_dict()``'s layout; every array must belong to one of ``model``'s parameters."""
@@ -76,6 +78,9 @@ class Optimizer:
         steps = state["steps"]
         if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
             raise CheckpointError(f"optimizer step count must be a whole number >= 0, not {steps!r}")
+        lr = state.get("lr", self.base_lr)  # files from before the rate in use was saved: the configured one
+        if not (_real(lr) and lr > 0):
+            raise CheckpointError(f"optimizer learning rate must be a positive number, not {lr!r}")
         arrays = state["arrays"]
         known = {f"{key}/{i}" for key, _, _ in model.param_items() for i in range(self.n_state)}
         unexpected = sorted(set(arrays) - known)
@@ -92,11 +97,12 @@ class Optimizer:
             if any(arrays[n].shape != tuple(param.shape) for n in names):
                 raise CheckpointError(f"optimizer state for parameter {key} has the wrong shape")
             state[key] = [K.to_device(np.ascontiguousarray(arrays[n], dtype=param.dtype)) for n in names]
-        self.steps, self.state = int(steps), state
+        self.steps, self.state, self.lr = int(steps), state, float(lr)
 
     def config(self) -> dict:
-        return dict(name=NAME_OF[type(self)], lr=self.lr, weight_decay=self.weight_decay, lr_decay=self.lr_decay,
-                    **self.hyper())
+        """The settings it was made with (the configured lr; the decayed one is state, see state_dict)."""
+        return dict(name=NAME_OF[type(self)], lr=self.base_lr, weight_decay=self.weight_decay,
+                    lr_decay=self.lr_decay, **self.hyper())
 
 
 class SGD(Optimizer):

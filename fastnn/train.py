@@ -29,14 +29,24 @@ from .losses import SoftmaxCrossEntropy
 from .model import check_batch_size, check_images, check_labels  # noqa: F401 (check_* were defined here)
 from .threads import current_threads
 
+# what a checkpoint's "optimizer" entry holds besides the optimizer's settings (its config())
+OPTIMIZER_STATE = ("steps", "lr_in_use")
+
 
 class Trainer:
     def __init__(self, model, optimizer, batch_size=100, seed=0, progress=True, eval_batch_size=1000,
-                 checkpoint_path=None, checkpoint_every=None, settings=None, regularizer=None):
+                 checkpoint_path=None, checkpoint_every=None, settings=None, regularizer=None,
+                 finite_check_every=50):
         """``checkpoint_path``: write a checkpoint there after every epoch, and after every
         ``checkpoint_every`` optimizer steps if that is set. ``settings``: JSON-able facts about
-        the run that checkpoints keep for the caller (the command line keeps its arguments there)."""
+        the run that checkpoints keep for the caller (the command line keeps its arguments there).
+        ``finite_check_every``: check that every parameter is finite after that many steps, and
+        at each epoch's end (None: at epoch ends only). A NaN weight need not make the loss NaN
+        (a ReLU or a max-pool downstream may never pass it on), so the loss check alone can miss
+        it; the check reads each parameter once, about 0.1 ms per 100,000 weights on the CPU."""
         self.batch_size = check_batch_size(batch_size)
+        self.finite_check_every = (None if finite_check_every is None
+                                   else check_batch_size(finite_check_every, "finite_check_every"))
         self.eval_batch_size = check_batch_size(eval_batch_size, "eval_batch_size")
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ConfigError(f"seed must be a whole number >= 0, not {seed!r}")
@@ -136,6 +146,8 @@ class Trainer:
             self.epoch_loss += loss * len(idx)
             self.epoch_images += len(idx)
             test_kill("step", self.optimizer.steps)
+            if self.finite_check_every and self.optimizer.steps % self.finite_check_every == 0:
+                self.check_parameters()
             if self.checkpoint_every and self.optimizer.steps % self.checkpoint_every == 0:
                 self.epoch_seconds = seconds + time.perf_counter() - start
                 self.checkpoint()  # its write time does not count as training time
@@ -201,6 +213,7 @@ class Trainer:
         sign = 1.0 if monitor.endswith("loss") else -1.0
         for _ in range(epochs):
             train_loss, seconds = self.train_epoch(x_dev, y_dev, len(x))
+            self.check_parameters()
             self.epoch += 1
             self.optimizer.end_epoch()
             metrics = {"epoch": self.epoch, "train_seconds": seconds, "images_per_second": len(x) / seconds,
@@ -227,6 +240,19 @@ class Trainer:
             if stop:
                 break
 
+    def check_parameters(self, arrays=None, consequence=""):
+        """Raise TrainingDivergedError if a parameter or buffer (``arrays``: host copies; default:
+        the model's own, read in place on the CPU) is no longer finite."""
+        if arrays is None:
+            K = backends.get()
+            arrays = {key: K.to_host(table[name]) for key, table, name in self.model._arrays()}
+        bad = sorted(key for key, a in arrays.items() if not np.isfinite(a).all())
+        if bad:
+            raise TrainingDivergedError(
+                f"the parameters {bad[:3]} became NaN or infinite by epoch {self.epoch + (1 if self.step else 0)}, "
+                f"step {self.optimizer.steps}{consequence}. The usual cause is a learning rate too large for "
+                f"this optimizer ({type(self.optimizer).__name__}, lr {self.optimizer.lr}): try a smaller --lr")
+
     # ------------------------------------------------------------------ checkpoints
     def checkpoint(self, path=None):
         """Write everything needed to continue this run exactly to ``path`` (default:
@@ -236,13 +262,7 @@ class Trainer:
         if path is None:
             raise ConfigError("Trainer.checkpoint needs a path (or a checkpoint_path given to the Trainer)")
         model_arrays = self.model.state_arrays()
-        bad = sorted(key for key, a in model_arrays.items() if not np.isfinite(a).all())
-        if bad:
-            raise TrainingDivergedError(
-                f"the parameters {bad[:3]} became NaN or infinite by epoch {self.epoch + (1 if self.step else 0)}, "
-                f"step {self.optimizer.steps}, so no checkpoint was written. The usual cause is a "
-                f"learning rate too large for this optimizer ({type(self.optimizer).__name__}, "
-                f"lr {self.optimizer.lr}): try a smaller --lr")
+        self.check_parameters(model_arrays, ", so no checkpoint was written")
         optimizer_state = self.optimizer.state_dict()
         arrays = dict(model_arrays)
         arrays.update({f"optim/{key}": a for key, a in optimizer_state["arrays"].items()})
@@ -262,7 +282,8 @@ class Trainer:
             "backend": K.NAME, "threads": current_threads(),
         }
         metadata = {"format": CHECKPOINT_FORMAT, "version": VERSION, "model": self.model.config(),
-                    "optimizer": {**self.optimizer.config(), "steps": optimizer_state["steps"]},
+                    "optimizer": {**self.optimizer.config(), "steps": optimizer_state["steps"],
+                                  "lr_in_use": optimizer_state["lr"]},
                     "trainer": trainer, "settings": self.settings}
         save_arrays(path, metadata, arrays)
         self.last_checkpoint = (str(path), self.epoch, self.step)
@@ -276,7 +297,7 @@ class Trainer:
         metadata, arrays = load_arrays(path, CHECKPOINT_FORMAT)
         model = model_from_metadata(path, metadata, arrays)
         try:
-            hyper = {k: v for k, v in metadata["optimizer"].items() if k != "steps"}
+            hyper = {k: v for k, v in metadata["optimizer"].items() if k not in OPTIMIZER_STATE}
             optimizer = optim.make(**hyper)
             t = metadata["trainer"]
             trainer = cls(model, optimizer, batch_size=t["batch_size"], seed=t["seed"], progress=progress,
@@ -292,12 +313,13 @@ class Trainer:
         """Continue the run saved in ``path`` with this trainer's model and optimizer, which must
         be the ones it was made with (same architecture, optimizer settings, batch size and seed)."""
         metadata, arrays = load_arrays(path, CHECKPOINT_FORMAT)
-        before = (dict(vars(self)), self.model.state_arrays(), self.optimizer.steps, self.optimizer.state,
+        optimizer = self.optimizer
+        before = (dict(vars(self)), self.model.state_arrays(), optimizer.steps, optimizer.state, optimizer.lr,
                   self.shuffle_rng.bit_generator.state, self.model.rng.bit_generator.state)
         try:
             self._restore(path, metadata, arrays)
         except CheckpointError:  # a refused checkpoint leaves this trainer as it was
-            attributes, model_arrays, self.optimizer.steps, self.optimizer.state, shuffle, dropout = before
+            attributes, model_arrays, optimizer.steps, optimizer.state, optimizer.lr, shuffle, dropout = before
             self.__dict__.update(attributes)
             self.model.load_state_arrays(model_arrays)
             self.shuffle_rng.bit_generator.state, self.model.rng.bit_generator.state = shuffle, dropout
@@ -311,7 +333,7 @@ class Trainer:
             t = metadata["trainer"]
             if not same(self.model.config(), metadata["model"]):
                 raise CheckpointError(f"{path}: its architecture differs from this model's")
-            saved_optimizer = {k: v for k, v in metadata["optimizer"].items() if k != "steps"}
+            saved_optimizer = {k: v for k, v in metadata["optimizer"].items() if k not in OPTIMIZER_STATE}
             if not same(self.optimizer.config(), saved_optimizer):
                 raise CheckpointError(f"{path}: its optimizer {saved_optimizer} differs from this one "
                                       f"{self.optimizer.config()}")
@@ -335,7 +357,8 @@ class Trainer:
             load_model_arrays(path, self.model, arrays)
             optimizer_arrays = {k[len("optim/"):]: v for k, v in arrays.items() if k.startswith("optim/")}
             try:
-                self.optimizer.load_state_dict({"steps": metadata["optimizer"]["steps"],
+                saved = metadata["optimizer"]
+                self.optimizer.load_state_dict({"steps": saved["steps"], "lr": saved.get("lr_in_use", saved["lr"]),
                                                 "arrays": optimizer_arrays}, self.model)
             except CheckpointError as e:
                 raise CheckpointError(f"{path}: {e}") from e

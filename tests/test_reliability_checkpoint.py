@@ -120,29 +120,39 @@ def test_kill_during_the_first_write_leaves_an_old_checkpoint_untouched(tmp_path
     assert (tmp_path / "ck.npz").read_bytes() == b"an older file the crash must not touch"
 
 
+def wait_for_step(path, step, process, timeout=60):
+    """Poll the checkpoint (written atomically, every step) until it holds optimizer step ``step``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        if path.exists() and checkpoint_position(path)[2] >= step:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"the run never reached step {step} (exit {process.poll()}): {process.stderr.read()}")
+
+
 def test_repeated_kills_at_unplanned_moments(tmp_path, mnist_dir):
-    """Ctrl-C, then SIGKILL twice, from outside, at whatever moment the run has reached; then finish."""
+    """Ctrl-C, then SIGKILL twice, from outside, wherever in its step the run is (the checkpoint, written
+    every step, says which step it has reached); then finish. The final model is the uninterrupted run's."""
     run = ["train", "--model", "mlp", "--limit", "1200", "--batch-size", "20", "--epochs", "2", "--backend",
-           "numpy", "--no-progress", "--seed", "5", "--optimizer", "momentum"]
+           "numpy", "--no-progress", "--seed", "5", "--optimizer", "momentum"]  # 60 steps per epoch
     reference = fastnn(run + ["--save", "ref.npz"], tmp_path, mnist_dir)
     assert reference.returncode == 0, reference.stderr
-    rng = np.random.default_rng(0)
     args = run + ["--checkpoint", "ck.npz", "--checkpoint-every", "1"]
-    stopped = 0
-    for sig in (signal.SIGINT, signal.SIGKILL, signal.SIGKILL):
+    reached = 0
+    for sig, step in ((signal.SIGINT, 10), (signal.SIGKILL, 45), (signal.SIGKILL, 80)):
         process = fastnn(args, tmp_path, mnist_dir, wait=False)
-        deadline = time.monotonic() + 60
-        while not (tmp_path / "ck.npz").exists() and process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.01)
-        time.sleep(rng.uniform(0.05, 0.4))
+        wait_for_step(tmp_path / "ck.npz", step, process)
         process.send_signal(sig)
         _, err = process.communicate()
-        if sig == signal.SIGINT and process.returncode == 130:
+        if sig == signal.SIGINT:  # a clean stop that says how to go on
+            assert process.returncode == 130, err
             assert "continue with  fastnn train --resume ck.npz" in err and "Traceback" not in err
-        stopped += process.returncode in (130, -signal.SIGKILL)
-        checkpoint_position(tmp_path / "ck.npz")  # always loadable, whenever the signal came
+        else:
+            assert process.returncode == -signal.SIGKILL, err
+        position = checkpoint_position(tmp_path / "ck.npz")  # always loadable, whenever the signal came
+        assert position[2] >= step >= reached and position[2] < 120, position  # it went on, and did not finish
+        reached = position[2]
         args = ["train", "--resume", "ck.npz", "--checkpoint-every", "1", "--no-progress"]
-    assert stopped >= 2, "the run finished before it could be stopped: make it longer"
     final = fastnn(["train", "--resume", "ck.npz", "--save", "out.npz", "--no-progress"], tmp_path, mnist_dir)
     assert final.returncode == 0, final.stderr
     assert_same_params(tmp_path / "out.npz", tmp_path / "ref.npz")

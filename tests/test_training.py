@@ -63,12 +63,22 @@ def test_every_epoch_is_a_fresh_permutation(mnist):
 
 def test_early_stopping_restores_the_best_epoch(mnist):
     x_train, y_train, x_test, y_test = mnist
-    # a learning rate so small that the validation accuracy cannot change: no epoch improves on the first
-    trainer = Trainer(models.build("mlp", seed=1), optim.make("sgd", lr=1e-12), batch_size=100, seed=0,
+    # 200 images and a high learning rate: the validation loss soon rises, and training stops
+    trainer = Trainer(models.build("mlp", seed=1), optim.make("adam", lr=0.01), batch_size=50, seed=0,
                       progress=False)
-    history = trainer.fit(x_train[:500], y_train[:500], epochs=10, validation=(x_test[:300], y_test[:300]),
-                          patience=2, monitor="val_accuracy")
-    assert len(history) == 3 and history[-1]["early_stop"]
+    snapshots = []
+    history = trainer.fit(x_train[:200], y_train[:200], epochs=30, validation=(x_test[:300], y_test[:300]),
+                          patience=2, monitor="val_loss",
+                          on_epoch_end=lambda t, metrics: snapshots.append(t.model.state_arrays()))
+    assert history[-1].get("early_stop") and len(history) < 30
+    losses = [m["val_loss"] for m in history]
+    best = int(np.argmin(losses))
+    assert best == len(history) - 3  # patience 2: two epochs without improvement after the best one
+    final = trainer.model.state_arrays()
+    for key in final:  # the parameters are the best epoch's, exactly
+        np.testing.assert_array_equal(final[key], snapshots[best][key], err_msg=key)
+    assert any(not np.array_equal(final[k], snapshots[-1][k]) for k in final)  # not the last epoch's
+    assert trainer.model.evaluate(x_test[:300], y_test[:300])[0] == pytest.approx(losses[best], rel=1e-6)
 
 
 def test_saved_model_predicts_the_same(mnist, tmp_path):
