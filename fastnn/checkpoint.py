@@ -18,6 +18,8 @@ import numpy as np
 
 from . import config
 from .errors import CheckpointError, ConfigError, ShapeError
+from .layers import LAYER_TYPES
+from .model import Sequential
 
 FORMAT = "fastnn-model"
 CHECKPOINT_FORMAT = "fastnn-checkpoint"
@@ -44,9 +46,29 @@ def _mode_for(path):
         return 0o666 & ~umask
 
 
+def _alive(pid):
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, and belongs to someone else
+        return True
+    return True
+
+
+def remove_stale_temporaries(path):
+    """Delete the temporary files that writes to ``path`` left behind when their process was killed
+    mid-write: ``.<name>.<pid>.<random>.tmp`` whose process is gone (a live writer's is kept)."""
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2:].split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
 def atomic_write(path, write):
     """Call ``write(file)``, then put what it wrote at ``path`` atomically: into a temporary file
-    beside ``path``, fsync it, then rename it to ``path``."""
+    beside ``path`` (named after this process, so that a later write can tell a dead writer's
+    leftover from a live one's and remove it), fsync it, then rename it to ``path``."""
     global _writes
     path = Path(path)
     buffer = io.BytesIO()  # serialise first: a failing ``write`` never creates a file
@@ -54,7 +76,8 @@ def atomic_write(path, write):
     data = buffer.getbuffer()
     _writes += 1
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    remove_stale_temporaries(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             if config.test_kill_point() == ("write", _writes):  # crash tests: die with half the file written
@@ -98,6 +121,7 @@ def load_arrays(path, expected_format=FORMAT):
     if not starts_like_zip or not zipfile.is_zipfile(path):
         raise CheckpointError(f"{path}: not a .npz file (no zip header and directory): it is truncated, "
                               f"corrupt, or not a fastnn file at all")
+    check_array_sizes(path)
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {key: data[key] for key in data.files}
@@ -133,6 +157,61 @@ def load_arrays(path, expected_format=FORMAT):
     return metadata, arrays
 
 
+def check_array_sizes(path):
+    """Refuse, before anything is allocated, a .npy entry whose header declares more (or fewer) bytes
+    than the entry holds: NumPy allocates the declared array first, then reads into it, so a
+    1 KB file could otherwise ask for gigabytes."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                with archive.open(info) as f:
+                    if f.read(len(np.lib.format.MAGIC_PREFIX)) != np.lib.format.MAGIC_PREFIX:
+                        continue  # not a .npy entry: load_arrays refuses it below
+                    f.seek(0)
+                    version = np.lib.format.read_magic(f)
+                    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                                   else np.lib.format.read_array_header_2_0)
+                    shape, _, dtype = read_header(f, max_header_size=10_000)
+                    if dtype.hasobject:
+                        continue  # np.load refuses it with its own message (pickles), below
+                    declared = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize  # float: no overflow
+                    held = info.file_size - f.tell()
+                    if declared != held:
+                        raise CheckpointError(f"{path}: entry {info.filename!r} declares a {shape} {dtype} array "
+                                              f"({declared:,} bytes) but holds {held:,} bytes: the file is "
+                                              f"corrupt or forged")
+    except CheckpointError:
+        raise
+    except Exception as e:  # a damaged zip or .npy header: BadZipFile, ValueError, EOFError, ...
+        raise CheckpointError(f"{path}: not a readable .npz file ({type(e).__name__}: {e}); "
+                              f"it may be truncated or corrupt") from e
+
+
+def check_declared_sizes(path, metadata, arrays):
+    """Refuse a file whose architecture declares a parameter or buffer larger than the array stored
+    for it (or one it does not store), from the config alone (Layer.declared_arrays), before any
+    layer allocates its weights: a 1 KB file declaring Dense(10**6, 10**6) would ask for 4 TB.
+    What is left (other shapes, bad settings) the model's own checks name, allocating no more than
+    the file holds."""
+    specs = metadata.get("model", {}).get("layers") if isinstance(metadata.get("model"), dict) else None
+    for i, spec in enumerate(specs if isinstance(specs, list) else []):
+        layer_type = LAYER_TYPES.get(spec.get("type")) if isinstance(spec, dict) else None
+        try:
+            declared = layer_type.declared_arrays(spec.get("config") or {}) if layer_type else {}
+        except (KeyError, TypeError, ValueError, AttributeError):
+            continue  # a malformed setting: the layer refuses it before allocating anything
+        for kind_name, shape in declared.items():
+            kind, name = kind_name.split("/")
+            key = f"{kind}/{i}.{name}"
+            stored = arrays.get(key)
+            if stored is None:
+                raise CheckpointError(f"{path}: array {key!r} is missing (layer {i}, {spec['type']}, "
+                                      f"declares it with shape {shape})")
+            if np.prod(shape, dtype=np.float64) > stored.size:  # float: no overflow on forged sizes
+                raise CheckpointError(f"{path}: array {key!r} has shape {tuple(stored.shape)}, the model needs "
+                                      f"{shape}")
+
+
 def save_model(path, model, metadata=None):
     """Save ``model``'s architecture and parameters (and any extra JSON ``metadata``)."""
     meta = {"format": FORMAT, "version": VERSION, "model": model.config(), **(metadata or {})}
@@ -141,7 +220,7 @@ def save_model(path, model, metadata=None):
 
 def model_from_metadata(path, metadata, arrays):
     """The model a file's metadata describes, with its parameters and buffers from ``arrays``."""
-    from .model import Sequential
+    check_declared_sizes(path, metadata, arrays)
     try:
         model = Sequential.from_config(metadata["model"])
     except (ConfigError, ShapeError) as e:  # an unknown layer type, a bad setting, layers that do not fit

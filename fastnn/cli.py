@@ -62,7 +62,7 @@ def add_backend_args(p):
     p.add_argument("--backend", choices=config.BACKENDS, help="kernel backend (default: $FASTNN_BACKEND, else "
                    f"{config.DEFAULT_BACKEND})")
     p.add_argument("--threads", type=positive_int, help="threads for Numba, OpenMP and BLAS together "
-                   "(default: $FASTNN_NUM_THREADS, else all cores)")
+                   "(default: $FASTNN_NUM_THREADS, else the cores this process may use)")
 
 
 def add_data_args(p, default_dataset="mnist"):
@@ -78,8 +78,9 @@ RUN_SETTINGS = ("model", "dataset", "optimizer", "lr", "lr_decay", "weight_decay
 UNSET = object()
 
 
-def parser(run_defaults=True):
-    """The argument parser; ``run_defaults=False`` leaves RUN_SETTINGS that are not given as UNSET."""
+def parser():
+    """The argument parser. ``train`` leaves the RUN_SETTINGS that are not given as UNSET, and their
+    defaults in ``run_defaults``: main() needs to know which the command line named."""
     top = argparse.ArgumentParser(prog="fastnn", description="Train readable MNIST CNNs on compiled kernels.")
     top.add_argument("--version", action="version", version=f"fastnn {__version__}")
     sub = top.add_subparsers(dest="command", required=True, metavar="{train,evaluate,info,bench}")
@@ -115,8 +116,8 @@ def parser(run_defaults=True):
                    help="also write the checkpoint every N training steps")
     p.add_argument("--resume", metavar="PATH", help="continue the run saved in this checkpoint with its settings "
                    "(--epochs may extend it); it goes on checkpointing there unless --checkpoint names another file")
-    if not run_defaults:
-        p.set_defaults(**{name: UNSET for name in RUN_SETTINGS})
+    p.set_defaults(run_defaults={name: p.get_default(name) for name in RUN_SETTINGS},
+                   **{name: UNSET for name in RUN_SETTINGS})
 
     p = sub.add_parser("evaluate", help="test accuracy of a saved model")
     p.add_argument("model_file", metavar="MODEL.npz")
@@ -262,7 +263,8 @@ def cmd_train(args):
     if history and history[-1].get("early_stop"):
         print(f"early stop: no better validation loss for {args.patience} epochs; kept the best epoch's parameters")
     if args.save:
-        model.save(args.save, metadata={"dataset": args.dataset, "metrics": metrics})
+        from .checkpoint import save_model
+        save_model(args.save, model, metadata={"dataset": args.dataset, "metrics": metrics})
         print(f"saved the model to {args.save}")
     if args.plot:
         from .plot import plot_history
@@ -271,13 +273,18 @@ def cmd_train(args):
     return 0
 
 
+def trained_on(metadata) -> str:
+    """The data set a model file (``--save``: "dataset") or a checkpoint (its run "settings") was trained on."""
+    return metadata.get("dataset") or (metadata.get("settings") or {}).get("dataset") or "mnist"
+
+
 def cmd_evaluate(args):
     from .checkpoint import load_model
     from .data import load_mnist
     select_backend(args)
     model, meta = load_model(args.model_file)
     model.to_backend()
-    _, _, x_test, y_test = load_mnist(args.dataset or meta.get("dataset", "mnist"), args.data)
+    _, _, x_test, y_test = load_mnist(args.dataset or trained_on(meta), args.data)
     loss, accuracy = model.evaluate(x_test, y_test)
     print(f"{args.model_file}: test accuracy {100 * accuracy:.2f}% ({accuracy:.4f}), test loss {loss:.4f} "
           f"on {len(x_test):,} images")
@@ -293,7 +300,8 @@ def cmd_info(args):
     print("backends:")
     for name, reason in backends.available().items():
         print(f"  {name:7s} {'available' if reason is None else 'unavailable: ' + reason}")
-    print(f"threads: {threads.set_threads()} (FASTNN_NUM_THREADS, default all {config.num_threads()} cores)")
+    print(f"threads: {threads.set_threads()} (FASTNN_NUM_THREADS, default the {config.usable_cpus()} usable cores: "
+          f"affinity mask and cgroup quota; the machine has {os.cpu_count()})")
     for pool in threadpoolctl.threadpool_info():
         print(f"  {pool['user_api']}: {pool['internal_api']} {pool.get('version')} ({pool['num_threads']} threads)")
     print(f"fusion: {'on' if config.fusion() else 'off'} (FASTNN_FUSION, default on)")
@@ -315,8 +323,10 @@ COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "info": cmd_info, "ben
 def main(argv=None):
     args = parser().parse_args(argv)
     if args.command == "train":  # which run settings the command line names (a resumed run keeps the rest)
-        probe = parser(run_defaults=False).parse_args(argv)
-        args.given = {name for name in RUN_SETTINGS if getattr(probe, name) is not UNSET}
+        args.given = {name for name in RUN_SETTINGS if getattr(args, name) is not UNSET}
+        for name, default in args.run_defaults.items():
+            if name not in args.given:
+                setattr(args, name, default)
     try:
         return COMMANDS[args.command](args)
     except FastnnError as e:

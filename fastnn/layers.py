@@ -50,6 +50,12 @@ class Layer:
     def config(self) -> dict:
         return {}
 
+    @classmethod
+    def declared_arrays(cls, config: dict) -> dict:
+        """{"param/W": shape, "buffer/running_mean": shape, ...} that a layer made from ``config``
+        holds, computed without making it (model files are checked against it before any allocation)."""
+        return {}
+
     def output_shape(self, input_shape):
         """Per-example output shape for a per-example ``input_shape``; raises ShapeError if it can't take it."""
         return tuple(input_shape)
@@ -108,11 +114,17 @@ class Dense(Layer):
         self.init = init
         self.need_dx = True  # Sequential turns this off for the first layer with parameters
         rng = np.random.default_rng() if rng is None else rng
-        self.params["W"] = initialisers.weights((self.in_features, self.out_features), self.in_features, init, rng)
-        self.params["b"] = np.zeros(self.out_features, np.float32)
+        shapes = self.declared_arrays(self.config())
+        self.params["W"] = initialisers.weights(shapes["param/W"], self.in_features, init, rng)
+        self.params["b"] = np.zeros(shapes["param/b"], np.float32)
 
     def config(self):
         return dict(in_features=self.in_features, out_features=self.out_features, init=self.init)
+
+    @classmethod
+    def declared_arrays(cls, config):
+        d_in, d_out = int(config["in_features"]), int(config["out_features"])
+        return {"param/W": (d_in, d_out), "param/b": (d_out,)}
 
     def output_shape(self, input_shape):
         if tuple(input_shape) != (self.in_features,):
@@ -152,14 +164,19 @@ class Conv2D(Layer):
         self.init = init
         self.need_dx = True  # Sequential turns this off for the first layer with parameters
         rng = np.random.default_rng() if rng is None else rng
-        k = self.kernel_size
-        self.params["W"] = initialisers.weights((self.out_channels, self.in_channels, k, k),
-                                                self.in_channels * k * k, init, rng)
-        self.params["b"] = np.zeros(self.out_channels, np.float32)
+        shapes = self.declared_arrays(self.config())
+        fan_in = self.in_channels * self.kernel_size ** 2
+        self.params["W"] = initialisers.weights(shapes["param/W"], fan_in, init, rng)
+        self.params["b"] = np.zeros(shapes["param/b"], np.float32)
 
     def config(self):
         return dict(in_channels=self.in_channels, out_channels=self.out_channels, kernel_size=self.kernel_size,
                     stride=self.stride, pad=self.pad, init=self.init)
+
+    @classmethod
+    def declared_arrays(cls, config):
+        c, f, k = int(config["in_channels"]), int(config["out_channels"]), int(config["kernel_size"])
+        return {"param/W": (f, c, k, k), "param/b": (f,)}
 
     def output_shape(self, input_shape):
         if len(input_shape) != 3 or input_shape[0] != self.in_channels:
@@ -321,6 +338,11 @@ class BatchNorm(Layer):
 
     def config(self):
         return dict(num_features=self.num_features, momentum=self.momentum, eps=self.eps)
+
+    @classmethod
+    def declared_arrays(cls, config):
+        n = (int(config["num_features"]),)
+        return {"param/gamma": n, "param/beta": n, "buffer/running_mean": n, "buffer/running_var": n}
 
     def output_shape(self, input_shape):
         if input_shape[0] != self.num_features or len(input_shape) not in (1, 3):

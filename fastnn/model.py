@@ -1,4 +1,7 @@
-"""Sequential: layers applied in order, trained by one forward and one backward pass."""
+"""Sequential: layers applied in order, trained by one forward and one backward pass.
+
+Files are fastnn/checkpoint.py's: ``fastnn.save_model(path, model)``, ``fastnn.load_model(path)``
+(that module imports this one; this one knows nothing of files)."""
 import numpy as np
 
 from . import backends, config, fusion
@@ -193,15 +196,6 @@ class Sequential:
                 raise ConfigError(f"unknown layer type {spec.get('type')!r}: known are {', '.join(LAYER_TYPES)}")
             layers.append(LAYER_TYPES[spec["type"]](**spec.get("config", {})))
         return cls(layers, config["input_shape"], name=config.get("name", "model"))
-
-    def save(self, path, metadata=None):
-        from .checkpoint import save_model
-        save_model(path, self, metadata)
-
-    @classmethod
-    def load(cls, path):
-        from .checkpoint import load_model
-        return load_model(path)[0]
 
     def summary(self) -> str:
         lines, shape = [f"{self.name}: input {self.input_shape}"], self.input_shape

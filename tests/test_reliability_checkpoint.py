@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from fastnn import backends, optim
-from fastnn.checkpoint import CHECKPOINT_FORMAT, load_arrays, load_model
+from fastnn.checkpoint import CHECKPOINT_FORMAT, load_arrays, load_model, save_model
 from fastnn.cli import main
 from fastnn.errors import CheckpointError, ConfigError, TrainingDivergedError
 from fastnn.layers import BatchNorm, Dense, Dropout, Flatten, ReLU
@@ -110,6 +110,7 @@ def test_kill_mid_checkpoint_write_keeps_the_previous_checkpoint(tmp_path, mnist
     resumed = fastnn(["train", "--resume", "ck.npz", "--save", "out.npz", "--no-progress"], tmp_path, mnist_dir)
     assert resumed.returncode == 0, resumed.stderr
     assert_same_params(tmp_path / "out.npz", ref_model)
+    assert not list(tmp_path.glob(".ck.npz.*.tmp"))  # the next write to ck.npz removed the dead one's
 
 
 def test_kill_during_the_first_write_leaves_an_old_checkpoint_untouched(tmp_path, mnist_dir):
@@ -313,7 +314,7 @@ def test_resume_flags_that_contradict_the_checkpoint(tmp_path, mnist_dir, capsys
     assert main(["train", "--resume", ck, "--lr", "0.5", "--data", str(mnist_dir)]) == 1
     err = capsys.readouterr().err
     assert "--lr 0.5 differs from the None that the run in" in err and "drop --lr" in err
-    load_model(ck)[0].save(tmp_path / "model.npz")
+    save_model(tmp_path / "model.npz", load_model(ck)[0])
     assert main(["train", "--resume", str(tmp_path / "model.npz"), "--data", str(mnist_dir)]) == 1
     assert "a model file cannot resume training" in capsys.readouterr().err
     same = fastnn(["train", "--resume", "ck.npz", "--model", "mlp", "--epochs", "2", "--no-progress"],

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from fastnn import backends, optim
-from fastnn.checkpoint import META_KEY, load_model
+from fastnn.checkpoint import META_KEY, load_model, save_model
 from fastnn.cli import main
 from fastnn.errors import CheckpointError
 from fastnn.layers import BatchNorm, Dense, Flatten, ReLU
@@ -49,7 +49,7 @@ def write(path, metadata, arrays):
 @pytest.fixture
 def model_file(tmp_path):
     path = tmp_path / "model.npz"
-    small_model().save(path)
+    save_model(path, small_model())
     return path
 
 

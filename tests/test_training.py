@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from fastnn import backends, load_model, models, optim
+from fastnn import backends, load_model, models, optim, save_model
 from fastnn.data import load_mnist
 from fastnn.errors import ShapeError
 from fastnn.train import Trainer
@@ -87,7 +87,7 @@ def test_saved_model_predicts_the_same(mnist, tmp_path):
                       progress=False)
     trainer.fit(x_train[:300], y_train[:300], epochs=1)
     path = tmp_path / "model.npz"
-    trainer.model.save(path, metadata={"note": "test"})
+    save_model(path, trainer.model, metadata={"note": "test"})
     assert not [p for p in tmp_path.iterdir() if p.name != "model.npz"]  # the temporary file was renamed
     loaded, meta = load_model(path)
     assert meta["note"] == "test" and meta["model"]["name"] == "simple-cnn"
