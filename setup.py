@@ -16,15 +16,25 @@ machine only adds -march=native (AVX2 / AVX-512 and FMA in fastnn's own loops to
     FASTNN_NATIVE=1 pip install -e .    # or: FASTNN_NATIVE=1 python setup.py build_ext --inplace
 
 setuptools rebuilds only modules whose sources changed, so after switching build with
-``FASTNN_NATIVE=1 python setup.py build_ext --inplace --force``. Measured on the project's
-machine (AVX-512, 2 threads): no convolution got faster. im2col's time is BLAS (already
-AVX-512) and memcpy (glibc picks its vectors at run time), and was the same within noise; the
-direct loops, whose rows are only 8-28 floats long, ran 20-60% slower (still 20-40% slower
-with -mprefer-vector-width=256). So the portable build is the default and loses nothing here.
+``FASTNN_NATIVE=1 python setup.py build_ext --inplace --force`` (FASTNN_OPENMP below too).
+Measured on the project's machine (AVX-512, 2 threads): no convolution got faster. im2col's time
+is BLAS (already AVX-512) and memcpy (glibc picks its vectors at run time), and was the same
+within noise; the direct convolution's loops (since deleted), whose rows are only 8-28 floats
+long, ran 20-60% slower (still 20-40% slower with -mprefer-vector-width=256). So the portable
+build is the default and loses nothing here.
 
-If the extension cannot be compiled (no C compiler, no OpenMP), the install still
-succeeds without it and warns; asking for the cython backend then raises
-BackendUnavailableError with the command that builds it.
+The serial build. Where the compiler has no OpenMP (Apple's clang, say), each module is compiled
+without it, with a warning: the kernels then run their parallel loops on one thread, with the same
+results (prange without OpenMP is a plain loop; fastnn_ext/_omp_shim.h stands in for omp.h), and
+every module's ``OPENMP`` (``fastnn.backends.cython.OPENMP``) is False. FASTNN_OPENMP=0 makes
+that build even where OpenMP is there, e.g. to test it (CI does, in .ci/run), here into a
+directory of its own that leaves the installed extension alone:
+
+    FASTNN_OPENMP=0 python setup.py build_ext --build-lib DIR --build-temp DIR/tmp
+
+If the extension cannot be compiled at all (no C compiler), the install still succeeds without
+it and warns; asking for the cython backend then raises BackendUnavailableError with the
+command that builds it.
 """
 import os
 import sys
@@ -33,7 +43,7 @@ import warnings
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-MODULES = ("_arrays", "_dense", "_conv", "_conv_direct", "_pool", "_activation", "_loss", "_optim", "_winograd")
+MODULES = ("_arrays", "_dense", "_conv", "_pool", "_activation", "_loss", "_optim", "_winograd")
 
 CYTHON_DIRECTIVES = {
     "language_level": 3,
@@ -50,6 +60,8 @@ OPENMP_FLAGS = {
     "unix": (["-O3", "-fopenmp", "-fno-math-errno", "-fno-trapping-math"], ["-fopenmp"]),
 }
 SERIAL_FLAGS = {"msvc": (["/O2"], []), "unix": (["-O3", "-fno-math-errno", "-fno-trapping-math"], [])}
+# FASTNN_OPENMP=0: the serial build, without OpenMP even where the compiler has it (see the docstring)
+OPENMP = os.environ.get("FASTNN_OPENMP", "").strip().lower() not in ("0", "false", "no", "off")
 # FASTNN_NATIVE=1: compile for this CPU's full vector width (see the docstring)
 NATIVE = os.environ.get("FASTNN_NATIVE", "").strip().lower() not in ("", "0", "false", "no")
 NATIVE_FLAGS = {"msvc": [], "unix": ["-march=native"]}  # MSVC has no "native"; /arch:AVX2 is a choice
@@ -78,7 +90,7 @@ class OptionalBuildExt(build_ext):
             return
         family = "msvc" if self.compiler.compiler_type == "msvc" else "unix"
         native = NATIVE_FLAGS[family] if NATIVE else []
-        for flags in (OPENMP_FLAGS[family], SERIAL_FLAGS[family]):
+        for flags in ([OPENMP_FLAGS[family]] if OPENMP else []) + [SERIAL_FLAGS[family]]:
             ext.extra_compile_args, ext.extra_link_args = list(flags[0]) + native, list(flags[1])
             try:
                 super().build_extension(ext)
@@ -102,7 +114,8 @@ def extensions():
         _warn(f"fastnn_ext is not built: {e.name} is missing (pip install cython numpy scipy)")
         return []
     modules = [Extension(f"fastnn_ext.{name}", [f"fastnn_ext/{name}.pyx"],
-                         include_dirs=[numpy.get_include()]) for name in MODULES]
+                         include_dirs=[numpy.get_include(), "fastnn_ext"],  # _omp_shim.h
+                         depends=["fastnn_ext/_omp_shim.h"]) for name in MODULES]
     return cythonize(modules, compiler_directives=CYTHON_DIRECTIVES, quiet=True)
 
 

@@ -6,21 +6,25 @@ Every kernel sees its arrays flattened to 1-D (the adapter reshapes) and runs on
 from cython cimport floating
 from cython.parallel cimport prange
 
-from fastnn_ext._common cimport ftanh, threads_for
+from fastnn_ext._common cimport FASTNN_OPENMP, ftanh, relu, threads_for
+
+OPENMP = bool(FASTNN_OPENMP)  # compiled with OpenMP; False: the serial build (_omp_shim.h)
 
 
 def relu_forward(floating[::1] y, const floating[::1] x):
-    # y = np.maximum(x, 0)
+    # y = np.maximum(x, 0)   (NaN stays NaN: _common.relu)
     cdef Py_ssize_t n = x.shape[0], i
     for i in prange(n, nogil=True, num_threads=threads_for(n), schedule="static"):
-        y[i] = x[i] if x[i] > 0 else 0
+        y[i] = relu(x[i])
 
 
 def relu_backward(floating[::1] dx, const floating[::1] dy, const floating[::1] y):
     # dx = dy * (y > 0)
     cdef Py_ssize_t n = dy.shape[0], i
     for i in prange(n, nogil=True, num_threads=threads_for(n), schedule="static"):
-        dx[i] = dy[i] * (y[i] > 0)  # a product, not a branch: no mispredictions, vectorises
+        # a product, not a branch: no mispredictions, it vectorises, and an infinite dy where y <= 0
+        # gives NaN (inf * 0), as in the reference
+        dx[i] = dy[i] * (y[i] > 0)
 
 
 def sigmoid_forward(floating[::1] y, const floating[::1] x):

@@ -6,7 +6,9 @@ from cython.parallel cimport prange
 from libc.stdint cimport int64_t
 from libc.string cimport memcpy
 
-from fastnn_ext._common cimport threads_for
+from fastnn_ext._common cimport FASTNN_OPENMP, threads_for
+
+OPENMP = bool(FASTNN_OPENMP)  # compiled with OpenMP; False: the serial build (_omp_shim.h)
 
 
 def gather(unsigned char[:, ::1] out, const unsigned char[:, ::1] x, const int64_t[::1] indices):

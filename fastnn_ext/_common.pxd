@@ -1,10 +1,16 @@
 # Helpers shared by every fastnn_ext module (inline, so each .pyx gets its own copy):
-# row-major GEMM on top of SciPy's BLAS, float/double maths, and how many OpenMP
-# threads a loop of a given size deserves. Compiler directives are set once, in setup.py.
+# row-major GEMM on top of SciPy's BLAS, float/double maths, ReLU and max-pooling comparisons that
+# treat NaN as the reference does, and how many OpenMP threads a loop of a given size deserves.
+# Compiler directives are set once, in setup.py.
 from cython cimport floating
 from libc.math cimport exp, expf, log, logf, sqrt, sqrtf, tanh, tanhf
 from scipy.linalg.cython_blas cimport dgemm, sgemm
-cimport openmp
+
+# not `cimport openmp`, which includes omp.h even in the serial build: _omp_shim.h includes it
+# only under OpenMP and otherwise says one thread (see there and setup.py)
+cdef extern from "_omp_shim.h":
+    enum: FASTNN_OPENMP  # 1 if this module was compiled with OpenMP, 0 in the serial build
+    int omp_get_max_threads() noexcept nogil
 
 # below this many element-operations a loop runs on one thread: waking the OpenMP team
 # costs more than it saves
@@ -14,7 +20,51 @@ cdef enum:
 
 cdef inline int threads_for(Py_ssize_t work) noexcept nogil:
     # 1 for small loops, else the OpenMP limit (set by fastnn.threads via threadpoolctl)
-    return 1 if work < PARALLEL_MIN else openmp.omp_get_max_threads()
+    return 1 if work < PARALLEL_MIN else omp_get_max_threads()
+
+
+# NaN and infinities go where the reference sends them (fastnn/backends/contract.py): a NaN weight
+# must reach the loss, so that training stops.
+
+cdef inline floating relu(floating v) noexcept nogil:
+    # np.maximum(v, 0): NaN stays NaN, -inf becomes 0. (``v if v > 0 else 0`` turns NaN into 0.)
+    # A compare and a select all the same: loops over it still vectorise. (<floating> 0: a double
+    # 0 makes float loops compare in double, or stay scalar.)
+    return v if not v <= <floating> 0 else 0
+
+
+cdef inline bint beats(floating v, floating best) noexcept nogil:
+    # whether v takes a window's maximum over from best in np.argmax's order (row-major): the
+    # first NaN wins, otherwise only a strictly larger value (ties go to the first). Written as a
+    # select on v == v, which GCC can vectorise; combined with | and &, the same comparisons kept
+    # loops scalar. Where four values decide at once (2x2 windows), argmax4 is cheaper.
+    return (v > best) if v == v else (best == best)
+
+
+cdef inline int argmax4(floating a, floating b, floating c, floating d,
+                        floating *best) noexcept nogil:
+    # s = np.argmax([a, b, c, d]) (the first maximum, or the first NaN); best[0] = [a, b, c, d][s].
+    # Plain comparisons and selects find the first maximum (a NaN never wins one); then the first
+    # NaN, if there is one, takes over. All arithmetic on 0/1 flags: the 2x2 pooling loops
+    # vectorise, with no branches for random data to mispredict, and run 1.3x faster than with
+    # three NaN-aware comparisons (beats).
+    cdef int right_top = b > a, right_bottom = d > c, lower, at
+    cdef int nan_a = a != a, nan_b = b != b, nan_c = c != c
+    cdef int nan = nan_a | nan_b | nan_c | (d != d)
+    cdef floating best_top = b if right_top else a, best_bottom = d if right_bottom else c
+    lower = best_bottom > best_top
+    at = right_top + lower * (2 + right_bottom - right_top)
+    best[0] = (a + b + c + d) if nan else (best_bottom if lower else best_top)  # NaN if nan
+    return (1 - nan_a) * (1 + (1 - nan_b) * (1 + (1 - nan_c))) if nan else at
+
+
+cdef inline bint all_finite(const floating *a, Py_ssize_t n) noexcept nogil:
+    # np.isfinite(a[:n]).all(): a - a is 0, but NaN for inf and NaN (an integer OR: it vectorises)
+    cdef Py_ssize_t i
+    cdef int bad = 0
+    for i in range(n):
+        bad = bad | (a[i] - a[i] != <floating> 0)
+    return not bad
 
 
 cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k, floating alpha,

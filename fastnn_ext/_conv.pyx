@@ -36,8 +36,10 @@ from cython cimport floating
 from cython.parallel cimport parallel, prange
 from libc.string cimport memcpy, memset
 
-from fastnn_ext._common cimport gemm, tap_range, threads_for, vsum
+from fastnn_ext._common cimport FASTNN_OPENMP, gemm, tap_range, threads_for, vsum
 from fastnn_ext._epilogue cimport bias_relu, bias_relu_pool_row, chain_gradient
+
+OPENMP = bool(FASTNN_OPENMP)  # compiled with OpenMP; False: the serial build (_omp_shim.h)
 
 
 def team_size(Py_ssize_t work, Py_ssize_t images):

@@ -20,8 +20,10 @@ dW and db from it.
 from cython cimport floating
 from cython.parallel cimport prange
 
-from fastnn_ext._common cimport gemm, threads_for
+from fastnn_ext._common cimport FASTNN_OPENMP, gemm, relu, threads_for
 from fastnn_ext._epilogue cimport relu_gradient
+
+OPENMP = bool(FASTNN_OPENMP)  # compiled with OpenMP; False: the serial build (_omp_shim.h)
 
 # dW's row blocks start on multiples of this many rows (16 floats: one cache line of x's row)
 cdef enum:
@@ -130,12 +132,10 @@ def dense_relu_forward(floating[:, ::1] y, const floating[:, ::1] x, const float
 
 
 cdef inline void _bias_relu_row(floating *y, const floating *b, Py_ssize_t M) noexcept nogil:
-    # y[:M] = np.maximum(y[:M] + b, 0)
+    # y[:M] = np.maximum(y[:M] + b, 0)   (NaN stays NaN: _common.relu)
     cdef Py_ssize_t m
-    cdef floating v
     for m in range(M):
-        v = y[m] + b[m]
-        y[m] = v if v > 0 else 0
+        y[m] = relu(y[m] + b[m])
 
 
 def dense_relu_backward(floating[:, ::1] dx, floating[:, ::1] dW, floating[::1] db,

@@ -6,7 +6,9 @@ The arrays here are (batch, classes), about a thousand numbers: one thread, no p
 from cython cimport floating
 from libc.stdint cimport int64_t
 
-from fastnn_ext._common cimport fexp, flog
+from fastnn_ext._common cimport FASTNN_OPENMP, beats, fexp, flog
+
+OPENMP = bool(FASTNN_OPENMP)  # compiled with OpenMP; False: the serial build (_omp_shim.h)
 
 
 cdef int _check_labels(const int64_t[::1] labels, Py_ssize_t K) except -1:
@@ -17,27 +19,38 @@ cdef int _check_labels(const int64_t[::1] labels, Py_ssize_t K) except -1:
     return 0
 
 
+cdef inline floating _exp_row(floating *e, const floating *row, Py_ssize_t K,
+                              floating *top) noexcept nogil:
+    # The stable softmax's numerator and denominator, shared by softmax and softmax_cross_entropy:
+    # top[0] = row[:K].max();  e[:K] = np.exp(row[:K] - top[0]);  returns e[:K].sum()
+    # (a NaN in the row is its max, as in np.max: then everything is NaN, as in the reference)
+    cdef Py_ssize_t k
+    cdef floating total = 0
+    top[0] = row[0]
+    for k in range(1, K):
+        if beats(row[k], top[0]):
+            top[0] = row[k]
+    for k in range(K):
+        e[k] = fexp(row[k] - top[0])
+        total += e[k]
+    return total
+
+
 def softmax_cross_entropy(floating[:, ::1] log_p, const floating[:, ::1] logits,
                           const int64_t[::1] labels):
     # logits (N, K), labels (N,) -> log_p (N, K) = log softmax(logits); returns
     # -log_p[arange(N), labels].mean()
     cdef Py_ssize_t N = logits.shape[0], K = logits.shape[1], n, k
-    cdef floating top, total
+    cdef floating top, log_total
     cdef double loss = 0
     _check_labels(labels, K)
     with nogil:
         for n in range(N):
             # shifted = logits[n] - logits[n].max(); log_p[n] = shifted - log(exp(shifted).sum())
-            top = logits[n, 0]
-            for k in range(1, K):
-                if logits[n, k] > top:
-                    top = logits[n, k]
-            total = 0
+            # (log_p[n] holds the exponentials until it is overwritten)
+            log_total = flog(_exp_row(&log_p[n, 0], &logits[n, 0], K, &top))
             for k in range(K):
-                total += fexp(logits[n, k] - top)
-            total = flog(total)
-            for k in range(K):
-                log_p[n, k] = logits[n, k] - top - total
+                log_p[n, k] = logits[n, k] - top - log_total
             loss -= log_p[n, labels[n]]
     return loss / N if N else float("nan")
 
@@ -60,16 +73,11 @@ def softmax(floating[:, ::1] probs, const floating[:, ::1] logits):
     # probs = exp(logits - max) / exp(logits - max).sum(axis=1, keepdims=True)
     cdef Py_ssize_t N = logits.shape[0], K = logits.shape[1], n, k
     cdef floating top, total
+    if K == 0:  # rows of nothing: _exp_row reads row[0]
+        return
     with nogil:
         for n in range(N):
-            top = logits[n, 0]
-            for k in range(1, K):
-                if logits[n, k] > top:
-                    top = logits[n, k]
-            total = 0
-            for k in range(K):
-                probs[n, k] = fexp(logits[n, k] - top)
-                total += probs[n, k]
+            total = _exp_row(&probs[n, 0], &logits[n, 0], K, &top)
             for k in range(K):
                 probs[n, k] /= total
 
@@ -97,14 +105,15 @@ def mse_loss_backward(floating[:, ::1] dy, const floating[:, ::1] diff):
 
 
 def count_correct(const floating[:, ::1] logits, const int64_t[::1] labels):
-    # (logits.argmax(axis=1) == labels).sum()   (the first maximum wins, as in argmax)
+    # (logits.argmax(axis=1) == labels).sum()   (the first maximum, or the first NaN, wins, as in
+    # argmax)
     cdef Py_ssize_t N = logits.shape[0], K = logits.shape[1], n, k, best
     cdef Py_ssize_t correct = 0
     with nogil:
         for n in range(N):
             best = 0
             for k in range(1, K):
-                if logits[n, k] > logits[n, best]:
+                if beats(logits[n, k], logits[n, best]):
                     best = k
             if best == labels[n]:
                 correct += 1

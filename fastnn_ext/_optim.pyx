@@ -9,7 +9,9 @@ gradient array itself is only read. Arrays arrive flattened to 1-D.
 from cython cimport floating
 from cython.parallel cimport prange
 
-from fastnn_ext._common cimport fsqrt, threads_for
+from fastnn_ext._common cimport FASTNN_OPENMP, fsqrt, threads_for
+
+OPENMP = bool(FASTNN_OPENMP)  # compiled with OpenMP; False: the serial build (_omp_shim.h)
 
 
 def sgd_update(floating[::1] param, const floating[::1] grad, double lr, double weight_decay):

@@ -2,69 +2,74 @@
 
 Every (image, channel) plane is independent, so each kernel is one ``prange`` over the
 N*C planes. Max pooling remembers, for each output, the flat index h*W + w of the
-input that won (-1 when the window lies wholly in the -inf padding); ties go to the
-first window position in row-major order, as numpy's argmax does.
+input that won, as numpy's argmax over the -inf padded window picks it: the first maximum in
+row-major order, or the first NaN (which the output then is); -1 where the padding wins, i.e.
+where every pixel of the window is -inf and a padding cell comes first (backward drops it).
 """
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport INFINITY
 
-from fastnn_ext._common cimport threads_for
+from fastnn_ext._common cimport FASTNN_OPENMP, argmax4, beats, threads_for
+
+OPENMP = bool(FASTNN_OPENMP)  # compiled with OpenMP; False: the serial build (_omp_shim.h)
+
+
+cdef inline void _max_row_2x2(floating *y, int *arg, const floating *top, int first, int W,
+                              Py_ssize_t n) noexcept nogil:
+    # top: rows 2*oh and 2*oh + 1 of a plane (W apart), first = 2*oh*W the flat index of top[0]:
+    # window j = [[a, b], [c, d]] = top[2j : 2j+2], top[W + 2j : W + 2j+2]:
+    # y[j] = its max, arg[j] = first + the flat offset of its first max (row-major) or first NaN.
+    # argmax4 and pointers with Py_ssize_t indices: the compiler vectorises the loop, with no
+    # branches for random data to mispredict.
+    cdef Py_ssize_t j
+    cdef int at
+    cdef const floating *bottom = top + W
+    for j in range(n):
+        at = argmax4(top[2 * j], top[2 * j + 1], bottom[2 * j], bottom[2 * j + 1], &y[j])
+        # window position at (0 .. 3) is at // 2 rows and at % 2 columns from its top left
+        arg[j] = first + <int> (2 * j) + (at // 2) * W + at % 2
 
 
 cdef void _max_plane_2x2(floating[:, :, ::1] y, int[:, :, ::1] arg,
                          const floating[:, :, ::1] x, Py_ssize_t q) noexcept nogil:
-    # size 2, stride 2, no padding (every MNIST net here). Written as maxima and selects
-    # on values already loaded, so the compiler emits no branches for random data to
-    # mispredict.
-    cdef int W = x.shape[2], OH = y.shape[1], OW = y.shape[2]
-    cdef int oh, ow, w, right_top, right_bottom, lower
-    cdef floating a, b, c, d, best_top, best_bottom
-    cdef const floating *top
-    cdef const floating *bottom
-    for oh in range(OH):
-        top = &x[q, 2 * oh, 0]
-        bottom = top + W
-        for ow in range(OW):
-            w = 2 * ow
-            # window [[a, b], [c, d]]: y = its max, arg = where the first max (row-major) is
-            a, b, c, d = top[w], top[w + 1], bottom[w], bottom[w + 1]
-            right_top = b > a
-            best_top = b if right_top else a
-            right_bottom = d > c
-            best_bottom = d if right_bottom else c
-            lower = best_bottom > best_top
-            y[q, oh, ow] = best_bottom if lower else best_top
-            # the flags are 0 or 1: integer arithmetic picks the index without a branch
-            arg[q, oh, ow] = (2 * oh * W + w + right_top
-                              + lower * (W + right_bottom - right_top))
+    # size 2, stride 2, no padding (every MNIST net here): a row of windows at a time
+    cdef Py_ssize_t W = x.shape[2], oh
+    for oh in range(y.shape[1]):
+        _max_row_2x2(&y[q, oh, 0], &arg[q, oh, 0], &x[q, 2 * oh, 0], <int> (2 * oh * W), <int> W,
+                     y.shape[2])
 
 
 cdef void _max_plane(floating[:, :, ::1] y, int[:, :, ::1] arg,
                      const floating[:, :, ::1] x, Py_ssize_t q, int size, int stride,
                      int pad) noexcept nogil:
     cdef int H = x.shape[1], W = x.shape[2], OH = y.shape[1], OW = y.shape[2]
-    cdef int oh, ow, i, j, h, w, best_at
+    cdef int oh, ow, i, j, h, w, h0, w0, best_at
     cdef floating best, v
     if size == 2 and stride == 2 and pad == 0:
         _max_plane_2x2(y, arg, x, q)
         return
     for oh in range(OH):
         for ow in range(OW):
-            # y[q, oh, ow] = x_padded[q, oh*s:oh*s+size, ow*s:ow*s+size].max()
+            # win = x_padded[q, oh*s:oh*s+size, ow*s:ow*s+size] (-inf padding); y[q, oh, ow] =
+            # win.max(), arg[q, oh, ow] = the flat index of win.argmax(): the first max or first NaN
+            h0, w0 = oh * stride - pad, ow * stride - pad  # the window's top left, maybe padding
             best = -INFINITY
             best_at = -1
             for i in range(size):
-                h = oh * stride + i - pad
+                h = h0 + i
                 if h < 0 or h >= H:
                     continue
                 for j in range(size):
-                    w = ow * stride + j - pad
+                    w = w0 + j
                     if 0 <= w < W:
                         v = x[q, h, w]
-                        if v > best or (best_at < 0 and v == best):
+                        if beats(v, best):
                             best = v
                             best_at = h * W + w
+            if best_at < 0 and 0 <= h0 < H and 0 <= w0 < W:
+                # every pixel is -inf, and the first one comes before any padding: it wins the tie
+                best_at = h0 * W + w0
             y[q, oh, ow] = best
             arg[q, oh, ow] = best_at
 

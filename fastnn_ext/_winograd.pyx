@@ -28,9 +28,8 @@ the distance between the rows (or positions) it fills.
 """
 from cython cimport floating
 from cython.parallel cimport prange
-cimport openmp
 
-from fastnn_ext._common cimport gemm
+from fastnn_ext._common cimport FASTNN_OPENMP, gemm, omp_get_max_threads
 from fastnn_ext._epilogue cimport bias_relu, bias_relu_pool_row, chain_gradient
 
 # what forward_unit does with the convolution's output (see forward)
@@ -41,10 +40,12 @@ cdef enum:
 
 EPILOGUES = {"bias": BIAS, "relu": BIAS_RELU, "relu_pool": BIAS_RELU_POOL}
 
+OPENMP = bool(FASTNN_OPENMP)  # compiled with OpenMP; False: the serial build (_omp_shim.h)
+
 
 def max_threads():
-    """OpenMP's thread limit (set by fastnn.threads via threadpoolctl)."""
-    return openmp.omp_get_max_threads()
+    """OpenMP's thread limit (set by fastnn.threads via threadpoolctl); 1 in the serial build."""
+    return omp_get_max_threads()
 
 
 # ------------------------------------------------------------------------- 1-D transforms

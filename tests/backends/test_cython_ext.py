@@ -19,8 +19,9 @@ from fastnn.errors import ShapeError
 from ..conftest import IN_CI, load_or_skip
 from .agree import forced_conv_algorithm, noncontiguous
 
-EXTENSION_MODULES = ("_activation", "_arrays", "_conv", "_conv_direct", "_dense", "_loss", "_optim",
-                     "_pool", "_winograd")
+EXTENSION_MODULES = ("_activation", "_arrays", "_conv", "_dense", "_loss", "_optim", "_pool",
+                     "_winograd")
+CONV_ALGORITHMS = ("im2col", "winograd", "winograd4")  # the cython backend's conv.CONV_ALGORITHMS
 
 
 @pytest.fixture
@@ -131,8 +132,7 @@ def _applies(algorithm, case):
     return k == 3 and s == 1 and p <= 2 if algorithm.startswith("winograd") else True
 
 
-ALGORITHM_CASES = [(a, case) for a in ("im2col", "direct", "winograd", "winograd4") for case in CONV_CASES
-                   if _applies(a, case)]
+ALGORITHM_CASES = [(a, case) for a in CONV_ALGORITHMS for case in CONV_CASES if _applies(a, case)]
 
 
 @pytest.mark.parametrize("algorithm,case", ALGORITHM_CASES)
@@ -150,7 +150,7 @@ def test_conv_algorithms(K, reference, rng, two_threads, algorithm, case, layout
     with forced_conv_algorithm(algorithm):
         assert K.conv2d_algorithm(x.shape, W.shape, s, p) == algorithm
         y, cache = K.conv2d_forward(x, W, b, s, p)
-    assert y.dtype == dtype and cache[0] == algorithm
+    assert y.dtype == dtype and cache.algorithm == algorithm and cache.x.shape == x.shape
     np.testing.assert_allclose(y, want_y, **_tolerance(dtype, c * k * k), err_msg="y")
     got = K.conv2d_backward(dy, cache)
     lengths = {"dx": f * k * k, "dW": dy.size / f, "db": dy.size / f}
@@ -159,7 +159,7 @@ def test_conv_algorithms(K, reference, rng, two_threads, algorithm, case, layout
         np.testing.assert_allclose(g, wnt, **_tolerance(dtype, lengths[name]), err_msg=name)
     dx, dW, db = K.conv2d_backward(dy, cache, need_dx=False)
     assert dx is None
-    if algorithm in ("im2col", "direct"):  # the same loops in the same order: bit for bit
+    if algorithm == "im2col":  # the same loops in the same order: bit for bit
         np.testing.assert_array_equal(dW, got[1])
         np.testing.assert_array_equal(db, got[2])
     np.testing.assert_allclose(dW, want[1], **_tolerance(dtype, lengths["dW"]), err_msg="dW without dx")
@@ -175,6 +175,35 @@ def test_forced_algorithm_that_does_not_apply_falls_back(K):
     for name in conv.CONV_ALGORITHMS:
         with forced_conv_algorithm(name):
             assert K.conv2d_algorithm((64, 32, 26, 26), (64, 32, 3, 3), 1, 0) == name
+
+
+def test_algorithms(K):
+    assert K.CONV_ALGORITHMS == CONV_ALGORITHMS
+
+
+@pytest.mark.parametrize("shape", [((8, 4, 9, 9), (6, 4, 3, 3), 2, 1),
+                                   ((64, 32, 26, 26), (64, 32, 3, 3), 1, 0),
+                                   ((100, 1, 28, 28), (30, 1, 5, 5), 1, 0)])
+def test_forcing_an_algorithm_this_backend_lacks(K, rng, shape):
+    # FASTNN_CONV_ALGO=direct is valid (numba has it), and the cython backend runs its own choice
+    from fastnn import config
+    x_shape, w_shape, stride, pad = shape
+    assert "direct" in config.CONV_ALGORITHMS and "direct" not in K.CONV_ALGORITHMS
+    automatic = K.conv2d_algorithm(x_shape, w_shape, stride, pad)
+    with forced_conv_algorithm("direct"):
+        assert K.conv2d_algorithm(x_shape, w_shape, stride, pad) == automatic
+        x, W, b = randn(rng, 2, *x_shape[1:]), randn(rng, *w_shape), randn(rng, w_shape[0])
+        y, cache = K.conv2d_forward(x, W, b, stride, pad)
+        assert cache.algorithm == automatic
+        y, cache = K.conv2d_relu_pool_forward(x, W, b, stride, pad)
+        assert cache.algorithm == automatic
+
+
+def test_openmp_flag(K):
+    # every module says whether it was compiled with OpenMP (False: the serial build), all alike,
+    # and the backend says it too; test_cython_serial.py tests the serial build
+    flags = {name: importlib.import_module(f"fastnn_ext.{name}").OPENMP for name in EXTENSION_MODULES}
+    assert set(flags.values()) == {K.OPENMP} and isinstance(K.OPENMP, bool), flags
 
 
 def test_conv_is_deterministic(K, rng, two_threads):

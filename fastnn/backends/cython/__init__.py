@@ -6,16 +6,16 @@ from ... import config
 
 config.quiet_idle_blas_threads()  # before fastnn_ext loads SciPy's BLAS (see config.py)
 try:
-    from fastnn_ext import (_activation, _arrays, _conv, _conv_direct, _dense, _loss,  # noqa: F401
-                            _optim, _pool, _winograd)
+    from fastnn_ext import (_activation, _arrays, _conv, _dense, _loss, _optim,  # noqa: F401
+                            _pool, _winograd)
 except ImportError as e:
     from ...errors import BackendUnavailableError
 
     raise BackendUnavailableError(
         f"the cython backend needs the compiled extension fastnn_ext, which cannot be "
         f"imported ({e}). Build it with `pip install -e .` (or `python setup.py build_ext "
-        f"--inplace`) from the fastnn source tree; that needs a C compiler with OpenMP, "
-        f"Cython and SciPy") from e
+        f"--inplace`) from the fastnn source tree; that needs a C compiler (with OpenMP for "
+        f"threads), Cython and SciPy") from e
 
 from ..contract import kernels_of  # noqa: E402
 
@@ -23,6 +23,7 @@ globals().update(kernels_of(__name__))  # every contract kernel, from the module
 from .conv import CONV_ALGORITHMS  # noqa: E402,F401  (beyond the contract: the algorithms it can force)
 
 NAME = "cython"
+OPENMP = _conv.OPENMP  # beyond the contract: False for the serial build of fastnn_ext (one thread)
 
 from ... import threads  # noqa: E402
 threads.apply(NAME)  # BLAS single-threaded from now on: the kernels call it inside OpenMP loops

@@ -7,20 +7,24 @@ algorithm      what it does (kernels)                              where it appl
 =============  ==================================================  ===========================
 ``im2col``     one image's columns in L2, one sgemm per image      any shape
                (fastnn_ext/_conv.pyx)
-``direct``     every filter tap a vectorised multiply-add along    any shape
-               an output row (fastnn_ext/_conv_direct.pyx)
 ``winograd``   F(2x2, 3x3): 16 multiplies where im2col does 36     3x3, stride 1, pad <= 2
                (fastnn_ext/_winograd.pyx)
 ``winograd4``  F(4x4, 3x3): 36 multiplies where im2col does 144    3x3, stride 1, pad <= 2
 =============  ==================================================  ===========================
 
 ``conv2d_algorithm`` is the choice (like cuDNN's algorithm choice); FASTNN_CONV_ALGO forces one
-algorithm wherever it applies (tests run every algorithm that way). The cache is opaque to the
-layer: it names the algorithm, so backward runs the same one, and keeps x itself (not columns).
+algorithm wherever it applies (tests run every algorithm that way), and the automatic choice
+stands where it does not, or where this backend lacks it: numba's ``direct`` is not here (a
+Cython direct convolution was, and lost to the best of these on every layer of the nets, 3-37x
+forward and 6-44x backward in two runs; see conv2d_algorithm). The cache (ConvCache) is opaque
+to the layer: it names the algorithm, so backward runs the same one, and keeps x itself (not
+columns).
 """
+from typing import NamedTuple
+
 import numpy as np
 
-from fastnn_ext import _conv, _conv_direct
+from fastnn_ext import _conv
 
 from ... import config
 from ..numpy.conv import output_size
@@ -28,8 +32,19 @@ from . import winograd
 from ._prep import floats, work
 
 # The algorithms this backend implements (tests force each one with FASTNN_CONV_ALGO).
-CONV_ALGORITHMS = ("im2col", "direct", "winograd", "winograd4")
+CONV_ALGORITHMS = ("im2col", "winograd", "winograd4")
 WINOGRAD_TILE = {"winograd": 2, "winograd4": 4}  # m of F(m x m, 3x3)
+
+
+class ConvCache(NamedTuple):
+    """What a convolution's forward pass keeps for its backward pass (fused ones too)."""
+    algorithm: str      # the algorithm forward ran: backward runs the same one
+    x: np.ndarray       # the input itself: backward rebuilds the columns or tiles from it
+    W: np.ndarray
+    stride: int
+    pad: int
+    y: np.ndarray | None = None    # conv + ReLU: the forward output, whose y > 0 is the mask
+    arg: np.ndarray | None = None  # conv + ReLU + pool: each window's winner (_epilogue.pxd)
 
 
 def applies(algorithm, x_shape, w_shape, stride, pad):
@@ -46,17 +61,23 @@ def conv2d_algorithm(x_shape, w_shape, stride, pad):
     this project's machine (2 cores, AVX-512; BLAS 1 thread, OpenMP 2; portable build; forward
     ms, median, at the nets' batch sizes):
 
-    * 1 input channel (the first layers): im2col. pytorch-net conv1 0.35 ms, winograd 0.84,
-      direct 1.9 (deep-cnn conv1: 0.26, 0.73, 1.7). im2col's GEMM has an inner dimension of only
-      9 here, but the direct loops (a multiply-add per tap along 26-28-wide rows) are 5-7x
-      slower, and no faster with FASTNN_NATIVE=1.
+    * 1 input channel (the first layers): im2col. pytorch-net conv1 0.35 ms, winograd 0.84
+      (deep-cnn conv1: 0.26, 0.73). im2col's GEMM has an inner dimension of only 9 here, and
+      still wins.
     * several channels, 3x3 stride 1: winograd, F(2x2, 3x3). pytorch-net conv2
       6.2 ms against im2col's 9.2; deep-cnn's other five: 1.0-2.5 ms against 1.4-4.8 (backward
-      as fast as im2col for pytorch-net conv2, 1.2-1.7x faster for the rest). The direct loops
-      are 5-20x slower than im2col on these layers. F(4x4, 3x3) ("winograd4", the numba
-      backend's choice for 24x24 maps and up) is slower here than F(2x2): the portable build's
-      transforms are 4-wide SSE2.
+      as fast as im2col for pytorch-net conv2, 1.2-1.7x faster for the rest). F(4x4, 3x3)
+      ("winograd4", the numba backend's choice for 24x24 maps and up) is slower here than
+      F(2x2): the portable build's transforms are 4-wide SSE2.
     * everything else (strides, other kernel sizes): im2col, which applies to any shape.
+
+    A direct convolution (a vectorised multiply-add per filter tap along each output row, no
+    im2col copy) was here too, and was deleted: at batch 100, forward / backward ms, medians of 7
+    alternated runs, it took 5.3 / 15.2 against im2col's 0.88 / 1.33 on simple-cnn conv1 (1->30,
+    5x5), 3.0 / 7.4 against 0.59 / 0.86 on pytorch-net conv1, 139 / 396 against winograd's
+    10.3 / 29.0 on pytorch-net conv2, and 1.7-82 / 4.3-216 against the best's 0.53-3.1 /
+    0.71-7.4 on deep-cnn's six layers: its rows are only 8-28 floats long, and every tap loads
+    and stores the output row again.
     """
     forced = config.conv_algorithm()
     if forced != "auto" and applies(forced, x_shape, w_shape, stride, pad):
@@ -70,43 +91,37 @@ def conv2d_forward(x, W, b, stride, pad):
     # x (N, C, H, W), W (F, C, KH, KW), b (F,) -> y (N, F, OH, OW)
     x, W, b = floats(x, W, b)
     algorithm = conv2d_algorithm(x.shape, W.shape, stride, pad)
+    cache = ConvCache(algorithm, x, W, stride, pad)
     if algorithm in WINOGRAD_TILE:
-        return winograd.forward(x, W, b, pad, m=WINOGRAD_TILE[algorithm]), (algorithm, x, W, stride, pad)
+        return winograd.forward(x, W, b, pad, m=WINOGRAD_TILE[algorithm]), cache
     N, C, H, Wd = x.shape
     F, _, KH, KW = W.shape
     OH, OW = output_size(H, KH, stride, pad), output_size(Wd, KW, stride, pad)
     y = np.empty((N, F, OH, OW), dtype=x.dtype)
-    if algorithm == "direct":
-        _conv_direct.conv2d_forward(y, x, W, b, stride, pad)
-    else:
-        K, P = C * KH * KW, OH * OW
-        T = _conv.team_size(N * F * K * P, N)
-        cols = work("cols", (T, K, P), x.dtype)  # one image's columns per thread
-        _conv.conv2d_forward(y.reshape(N, F, P), cols, x, W.reshape(F, K), b, KH, KW, stride, pad)
-    return y, (algorithm, x, W, stride, pad)
+    K, P = C * KH * KW, OH * OW
+    T = _conv.team_size(N * F * K * P, N)
+    cols = work("cols", (T, K, P), x.dtype)  # one image's columns per thread
+    _conv.conv2d_forward(y.reshape(N, F, P), cols, x, W.reshape(F, K), b, KH, KW, stride, pad)
+    return y, cache
 
 
 def conv2d_backward(dy, cache, need_dx=True):
     # dy (N, F, OH, OW) -> dx (N, C, H, W) or None, dW (F, C, KH, KW), db (F,)
-    algorithm, x, W, stride, pad = cache
+    x, W, stride, pad = cache.x, cache.W, cache.stride, cache.pad
     dy = np.ascontiguousarray(dy, dtype=W.dtype)
-    if algorithm in WINOGRAD_TILE:
-        return winograd.backward(dy, x, W, pad, need_dx, m=WINOGRAD_TILE[algorithm])
+    if cache.algorithm in WINOGRAD_TILE:
+        return winograd.backward(dy, x, W, pad, need_dx, m=WINOGRAD_TILE[cache.algorithm])
     N, F, OH, OW = dy.shape
     _, C, KH, KW = W.shape
     K, P = C * KH * KW, OH * OW
     dW, db = np.empty_like(W), np.empty(F, dtype=W.dtype)
     dx = np.empty_like(x) if need_dx else None
     dx_out = dx if need_dx else np.empty((0, 0, 0, 0), W.dtype)  # need_dx False: never touched
-    if algorithm == "direct":
-        acc = work("acc", (F, K + 1, OW), W.dtype)  # per-filter partial sums, lane by lane
-        _conv_direct.conv2d_backward(dx_out, dW, db, acc, dy, x, W, stride, pad, need_dx)
-    else:
-        T = _conv.team_size(N * F * K * P, N)
-        cols = work("cols", (T, K, P), W.dtype)  # one image's columns per thread, then its dcol
-        dW_parts, db_parts = work("dW_parts", (T, F, K), W.dtype), work("db_parts", (T, F), W.dtype)
-        _conv.conv2d_backward(dx_out, dW.reshape(F, K), db, cols, dW_parts, db_parts,
-                              dy.reshape(N, F, P), x, W.reshape(F, K), KH, KW, stride, pad, need_dx)
+    T = _conv.team_size(N * F * K * P, N)
+    cols = work("cols", (T, K, P), W.dtype)  # one image's columns per thread, then its dcol
+    dW_parts, db_parts = work("dW_parts", (T, F, K), W.dtype), work("db_parts", (T, F), W.dtype)
+    _conv.conv2d_backward(dx_out, dW.reshape(F, K), db, cols, dW_parts, db_parts,
+                          dy.reshape(N, F, P), x, W.reshape(F, K), KH, KW, stride, pad, need_dx)
     return dx, dW, db
 
 

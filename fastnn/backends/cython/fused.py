@@ -1,7 +1,7 @@
 """Fused layer chains: dense + bias + ReLU, convolution + bias + ReLU (+ 2x2 max-pool), each in one
 pass, one OpenMP parallel region, without writing the intermediate activations to memory. What
 they compute is the composition of the unfused kernels, fastnn/backends/composed.py (their
-specification, and this backend's fallback); the kernels are in fastnn_ext/_dense.pyx,
+specification); the kernels are in fastnn_ext/_dense.pyx,
 _conv.pyx and _winograd.pyx, their shared epilogues in fastnn_ext/_epilogue.pxd.
 
 ==========================  ====================================================================
@@ -10,35 +10,27 @@ kernel                      how
 dense_relu_forward          each thread's row block: sgemm, then bias + ReLU while in cache
 dense_relu_backward         each thread: all of dz = dy * (y > 0) (small) into its own scratch,
                             then its blocks of dx, dW, db (as dense_backward splits them)
-conv2d_relu[_pool]_forward  im2col, winograd, winograd4: bias + ReLU (+ pool) in the epilogue,
-                            where the algorithm writes its output (im2col: after the image's
-                            sgemm; Winograd: from the output transform's rows). With the pool
-                            only y (N, F, OH//2, OW//2) and one int32 per window (its winner,
-                            -1 where the ReLU blocks it) reach memory
+conv2d_relu[_pool]_forward  every algorithm (im2col, winograd, winograd4): bias + ReLU (+ pool)
+                            in the epilogue, where the algorithm writes its output (im2col:
+                            after the image's sgemm; Winograd: from the output transform's
+                            rows). With the pool only y (N, F, OH//2, OW//2) and one int32 per
+                            window (its winner, and whether the ReLU blocks it) reach memory
 conv2d_relu[_pool]_backward the threads split the batch by whole images; each builds its own
                             images' gradient at z (unpooled, ReLU-masked) into a reused buffer
                             and runs the algorithm's weight- and input-gradient work on it
 ==========================  ====================================================================
 
-The ``direct`` algorithm (only when forced with FASTNN_CONV_ALGO) is not fused: there these
-kernels are the composition, and the cache says so (its first element is None).
+NaN and infinities go where the composition sends them (fastnn_ext/_epilogue.pxd): a NaN stays NaN
+through the ReLU and wins its pooling window, and an infinite dy where the ReLU blocks is NaN.
 """
-import sys
-
 import numpy as np
 
 from fastnn_ext import _conv, _dense
 
-from ..composed import fused_kernels
 from ..numpy.conv import output_size
 from . import winograd
 from ._prep import floats, work
-from .conv import WINOGRAD_TILE, conv2d_algorithm
-
-FUSED_CONV = ("im2col", "winograd", "winograd4")  # the algorithms with a fused epilogue
-
-# the specification, run on this backend's unfused kernels: the fallback for the rest
-_composed = fused_kernels(sys.modules[__package__])
+from .conv import WINOGRAD_TILE, ConvCache, conv2d_algorithm
 
 
 # ------------------------------------------------------------------------------- dense
@@ -64,8 +56,8 @@ def dense_relu_backward(dy, x, W, y, need_dx=True):
 
 
 # -------------------------------------------------------------------------- convolution
-# cache: (algorithm, x, W, stride, pad, y, arg): y the forward output (ReLU only) or arg the
-# windows' winners (with the pool), the other None; or (None, the composition's cache).
+# cache: conv.ConvCache with y, the forward output (ReLU only), or arg, the windows' winners (with
+# the pool)
 
 def conv2d_relu_forward(x, W, b, stride, pad):
     # x (N, C, H, W), W (F, C, KH, KW), b (F,) -> y (N, F, OH, OW) = relu(conv2d(x))
@@ -79,24 +71,20 @@ def conv2d_relu_pool_forward(x, W, b, stride, pad):
 
 def conv2d_relu_backward(dy, cache, need_dx=True):
     # dy (N, F, OH, OW) -> dx (N, C, H, W) or None, dW (F, C, KH, KW), db (F,)
-    return _conv_relu_backward(dy, cache, need_dx, "conv2d_relu_backward")
+    return _conv_relu_backward(dy, cache, need_dx)
 
 
 def conv2d_relu_pool_backward(dy, cache, need_dx=True):
     # dy (N, F, OH // 2, OW // 2) -> dx (N, C, H, W) or None, dW (F, C, KH, KW), db (F,)
-    return _conv_relu_backward(dy, cache, need_dx, "conv2d_relu_pool_backward")
+    return _conv_relu_backward(dy, cache, need_dx)
 
 
 def _conv_relu_forward(x, W, b, stride, pad, pool):
     x, W, b = floats(x, W, b)
     algorithm = conv2d_algorithm(x.shape, W.shape, stride, pad)
-    if algorithm not in FUSED_CONV:
-        name = "conv2d_relu_pool_forward" if pool else "conv2d_relu_forward"
-        y, cache = _composed[name](x, W, b, stride, pad)
-        return y, (None, cache)
     if algorithm in WINOGRAD_TILE:
         y, arg = winograd.forward_relu(x, W, b, pad, pool, m=WINOGRAD_TILE[algorithm])
-        return y, (algorithm, x, W, stride, pad, None if pool else y, arg)
+        return y, ConvCache(algorithm, x, W, stride, pad, y=None if pool else y, arg=arg)
     N, C, H, Wd = x.shape
     F, _, KH, KW = W.shape
     OH, OW = output_size(H, KH, stride, pad), output_size(Wd, KW, stride, pad)
@@ -107,17 +95,15 @@ def _conv_relu_forward(x, W, b, stride, pad, pool):
         y = np.empty((N, F, OH, OW), dtype=x.dtype)
         _conv.conv2d_relu_forward(y.reshape(N, F, P), cols, x, W.reshape(F, K), b, KH, KW,
                                   stride, pad)
-        return y, ("im2col", x, W, stride, pad, y, None)
+        return y, ConvCache("im2col", x, W, stride, pad, y=y)
     y = np.empty((N, F, OH // 2, OW // 2), dtype=x.dtype)
     arg = np.empty(y.shape, dtype=np.int32)
     z = work("z", (T, F, P), x.dtype)  # one image's convolution per thread, pooled from cache
     _conv.conv2d_relu_pool_forward(y, arg, z, cols, x, W.reshape(F, K), b, KH, KW, stride, pad)
-    return y, ("im2col", x, W, stride, pad, None, arg)
+    return y, ConvCache("im2col", x, W, stride, pad, arg=arg)
 
 
-def _conv_relu_backward(dy, cache, need_dx, name):
-    if cache[0] is None:
-        return _composed[name](dy, cache[1], need_dx=need_dx)
+def _conv_relu_backward(dy, cache, need_dx):
     algorithm, x, W, stride, pad, y, arg = cache
     dy = np.ascontiguousarray(dy, dtype=W.dtype)
     if algorithm in WINOGRAD_TILE:
