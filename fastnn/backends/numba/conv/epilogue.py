@@ -3,11 +3,12 @@
 pooled one. Shared by the direct and Winograd algorithms; what it must equal is
 fastnn/backends/composed.py.
 
-The pooled output keeps, per pixel, where in its 2x2 window the first maximum is: a code
-0 1 / 2 3 (row-major), or -1 where the window's maximum is <= 0 or NaN (a NaN wins its window, as in np.argmax,
-and stays NaN in the output). pool(relu(z)) = relu(pool(z)),
-so the gradient reaches only the winner, and only where the ReLU let it through: backward
-needs dy and these codes, nothing else (the same codes as fastnn_ext/_epilogue.pxd).
+The pooled output keeps, per pixel, where in its 2x2 window the winner is: a code 0 1 / 2 3
+(row-major) where the window's maximum is positive, else -1 - s for a winner s the ReLU blocks
+(the first NaN, which wins its window as in np.argmax and stays NaN; else the first pixel, as
+argmax picks among the zeros of relu(window)). pool(relu(z)) = relu(pool(z)), so the gradient
+reaches only the winner, and only where the ReLU let it through: backward needs dy and these
+codes, nothing else (the same codes as fastnn_ext/_epilogue.pxd).
 
 The loops are written without data-dependent branches or addresses: on real activations which
 pixel wins is a coin toss. Comparisons become maxima and 0/1 flags, and the gradient is dy times
@@ -42,16 +43,15 @@ def relu_inplace(z):
         z[j] = relu(z[j])
 
 
-# row s + 1, for the code s = -1 .. 3: the window's four pixels (row-major), 1 at the winner
-ONE_HOT = np.array([[0, 0, 0, 0], [1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], np.float32)
+# row code + 4, for the codes -4 .. 3: the window's four pixels (row-major), 1 at a winner that passes
+ONE_HOT = np.array([[0, 0, 0, 0]] * 4 + [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], np.float32)
 
 
 @njit(cache=True, fastmath=FAST)
 def pool_image(y, arg, z, pitch, rows, bias):
     # z: F planes of `rows` conv output rows (without the bias), `pitch` floats apart, flat ->
     # y, arg (F, PH, PW): for window w = z[f, 2 ph : 2 ph + 2, 2 pw : 2 pw + 2] + bias[f],
-    # y = np.maximum(w.max(), 0) and arg = w.argmax() (the first maximum, or the first NaN)
-    # if w.max() > 0 else -1
+    # y = np.maximum(w.max(), 0) and arg = w.argmax() (the first maximum) if w.max() > 0 else -1
     # Comparisons that know NaN cost a third of the whole fused forward, so the plain ones run
     # and, after them, a sum of the planes says whether a NaN was there: then it goes again.
     F, PH, PW = y.shape
@@ -71,13 +71,19 @@ def pool_image(y, arg, z, pitch, rows, bias):
                 y[f, ph, pw] = max(best, ZERO)
                 at = right_top + down * (2 + right_bottom - right_top)
                 arg[f, ph, pw] = positive * (at + 1) - 1
-    if has_nan(z, 0, F * rows * pitch) or has_nan(bias, 0, F):
+    # a sum of what the windows read (2 PH rows of 2 PW, in each plane), and the biases
+    seen = has_nan(bias, 0, F)
+    for f in range(F):
+        seen = seen or has_nan(z, f * rows * pitch, f * rows * pitch + (2 * PH - 1) * pitch + 2 * PW)
+    if seen:
         pool_image_nan(y, arg, z, pitch, rows, bias)
 
 
 @njit(cache=True, fastmath=FAST)
 def pool_image_nan(y, arg, z, pitch, rows, bias):
-    # pool_image where a NaN may be: it wins its window, as in np.argmax, and stays NaN in y
+    # pool_image where a NaN may be, in the composition's order: the bias is added first, the
+    # first NaN wins its window (as np.argmax) and stays NaN in y, and a blocked window's code
+    # is -1 - (its first NaN, else its first pixel: argmax of relu's zeros)
     F, PH, PW = y.shape
     for f in range(F):
         plane, b = f * rows * pitch, bias[f]
@@ -85,30 +91,34 @@ def pool_image_nan(y, arg, z, pitch, rows, bias):
             top = plane + 2 * ph * pitch
             for pw in range(PW):
                 k = top + 2 * pw
-                a, bb = z[k], z[k + 1]
-                c, d = z[k + pitch], z[k + pitch + 1]
+                a, bb = z[k] + b, z[k + 1] + b
+                c, d = z[k + pitch] + b, z[k + pitch + 1] + b
                 right_top, right_bottom = beats(bb, a), beats(d, c)
                 upper = bb if right_top else a
                 lower = d if right_bottom else c
                 down = beats(lower, upper)
-                best = (lower if down else upper) + b
+                best = lower if down else upper
                 y[f, ph, pw] = relu(best)
                 at = np.int32(right_top) + np.int32(down) * (2 + np.int32(right_bottom) - np.int32(right_top))
-                arg[f, ph, pw] = np.int32(best > ZERO) * (at + 1) - 1
+                arg[f, ph, pw] = at if best > ZERO else (-1 - at if best != best else -1)
 
 
 @njit(cache=True, fastmath=FAST)
 def unpool_image(dz, pitch, rows, dy, arg):
     # dy, arg (F, PH, PW) of one image -> dz: F planes of `rows` rows `pitch` floats apart, flat:
-    # the gradient at the conv output, dy at each window's winner (none where arg is -1), 0
-    # elsewhere. Every pixel is written once, window by window (no zeroing pass first).
+    # the gradient at the conv output, dy at each window's winner (none where the ReLU blocks
+    # it), 0 elsewhere. Every pixel is written once, window by window (no zeroing pass first).
+    # dy times a one-hot row: an infinite dy would make its window's zeros NaN, so an image with
+    # one is done again by unpool_image_exact (a product, then a check: as in pool_image).
     F, PH, PW = dy.shape
+    total = ZERO
     for f in range(F):
         plane = f * rows * pitch
         for ph in range(PH):
             top = plane + 2 * ph * pitch
             for pw in range(PW):
-                g, s, k = dy[f, ph, pw], arg[f, ph, pw] + 1, top + 2 * pw
+                g, s, k = dy[f, ph, pw], arg[f, ph, pw] + 4, top + 2 * pw
+                total += g
                 dz[k] = g * ONE_HOT[s, 0]
                 dz[k + 1] = g * ONE_HOT[s, 1]
                 dz[k + pitch] = g * ONE_HOT[s, 2]
@@ -119,6 +129,24 @@ def unpool_image(dz, pitch, rows, dy, arg):
                 dz[j] = 0.0
         for j in range(plane + 2 * PH * pitch, plane + rows * pitch):  # and the bottom rows
             dz[j] = 0.0
+    if total * ZERO != ZERO:  # NaN: some dy is infinite or NaN
+        unpool_image_exact(dz, pitch, rows, dy, arg)
+
+
+@njit(cache=True)
+def unpool_image_exact(dz, pitch, rows, dy, arg):
+    # unpool_image's windows as the composition has them: dy * (y > 0) at the winner (NaN for an
+    # infinite dy the ReLU blocks), exactly 0 at the other three pixels
+    F, PH, PW = dy.shape
+    for f in range(F):
+        for ph in range(PH):
+            for pw in range(PW):
+                code, g = arg[f, ph, pw], dy[f, ph, pw]
+                winner = code if code >= 0 else -1 - code
+                g = g if code >= 0 else g * ZERO
+                k = f * rows * pitch + 2 * ph * pitch + 2 * pw
+                for i in range(4):
+                    dz[k + (i // 2) * pitch + i % 2] = g if i == winner else ZERO
 
 
 @njit(cache=True, fastmath=FAST)
