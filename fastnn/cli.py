@@ -299,7 +299,10 @@ def cmd_info(args):
     print(f"active backend: {config.backend_name()} (FASTNN_BACKEND, default {config.DEFAULT_BACKEND})")
     print("backends:")
     for name, reason in backends.available().items():
-        print(f"  {name:7s} {'available' if reason is None else 'unavailable: ' + reason}")
+        built = ("" if name != "cython" or reason is not None else
+                 " (fastnn_ext built with OpenMP)" if backends.load(name).OPENMP else
+                 " (fastnn_ext built without OpenMP: one thread; a compiler with OpenMP builds a faster one)")
+        print(f"  {name:7s} {'available' if reason is None else 'unavailable: ' + reason}{built}")
     print(f"threads: {threads.set_threads()} (FASTNN_NUM_THREADS, default the {config.usable_cpus()} usable cores: "
           f"affinity mask and cgroup quota; the machine has {os.cpu_count()})")
     for pool in threadpoolctl.threadpool_info():
