@@ -71,10 +71,13 @@ def pool_image(y, arg, z, pitch, rows, bias):
                 y[f, ph, pw] = max(best, ZERO)
                 at = right_top + down * (2 + right_bottom - right_top)
                 arg[f, ph, pw] = positive * (at + 1) - 1
-    # a sum of what the windows read (2 PH rows of 2 PW, in each plane), and the biases
+    # a sum of what the windows read, and the biases: 2 PH rows of 2 PW in each plane (only those:
+    # the Winograd kernels hand in one tile's columns of rows many tiles wide)
     seen = has_nan(bias, 0, F)
     for f in range(F):
-        seen = seen or has_nan(z, f * rows * pitch, f * rows * pitch + (2 * PH - 1) * pitch + 2 * PW)
+        for r in range(2 * PH):
+            start = f * rows * pitch + r * pitch
+            seen = seen or has_nan(z, start, start + 2 * PW)
     if seen:
         pool_image_nan(y, arg, z, pitch, rows, bias)
 
