@@ -160,10 +160,27 @@ def load_arrays(path, expected_format=FORMAT):
 def check_array_sizes(path):
     """Refuse, before anything is allocated, a .npy entry whose header declares more (or fewer) bytes
     than the entry holds: NumPy allocates the declared array first, then reads into it, so a
-    1 KB file could otherwise ask for gigabytes."""
+    1 KB file could otherwise ask for gigabytes. What an entry holds is what the file stores for it:
+    the unpacked size in the zip directory is the forger's word like the .npy header, and a
+    compressed entry's can be a thousand times the file's (a zip bomb), so fastnn, which writes its
+    files uncompressed, reads only stored entries whose directory sizes agree."""
+    file_bytes = os.path.getsize(path)
     try:
         with zipfile.ZipFile(path) as archive:
             for info in archive.infolist():
+                if info.compress_type != zipfile.ZIP_STORED:
+                    raise CheckpointError(f"{path}: entry {info.filename!r} is compressed (zip method "
+                                          f"{info.compress_type}); fastnn writes its files uncompressed and "
+                                          f"inflates nothing (a compressed entry can unpack to any size): "
+                                          f"write it with np.savez, not np.savez_compressed")
+                if info.header_offset + info.compress_size > file_bytes:
+                    raise CheckpointError(f"{path}: entry {info.filename!r} claims {info.compress_size:,} stored "
+                                          f"bytes, more than the whole file's {file_bytes:,}: the file is "
+                                          f"truncated or forged")
+                if info.file_size != info.compress_size:
+                    raise CheckpointError(f"{path}: entry {info.filename!r} unpacks to {info.file_size:,} bytes "
+                                          f"by the zip directory but stores {info.compress_size:,}: the file "
+                                          f"is corrupt or forged")
                 with archive.open(info) as f:
                     if f.read(len(np.lib.format.MAGIC_PREFIX)) != np.lib.format.MAGIC_PREFIX:
                         continue  # not a .npy entry: load_arrays refuses it below

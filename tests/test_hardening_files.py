@@ -143,3 +143,89 @@ def test_files_depend_on_models_not_the_other_way():
     assert "checkpoint" not in imported and "train" not in imported, imported
     tree = ast.parse((ROOT / "fastnn" / "checkpoint.py").read_text())
     assert "model" in {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+
+
+def _entries_replaced(model_file, forged, body, compress_type=zipfile.ZIP_STORED):
+    """``model_file`` with its param/1.W entry replaced by ``body`` (raw .npy bytes)."""
+    with zipfile.ZipFile(model_file) as src, zipfile.ZipFile(forged, "w") as dst:
+        for info in src.infolist():
+            if info.filename != "param/1.W.npy":
+                dst.writestr(info, src.read(info))
+        dst.writestr(zipfile.ZipInfo("param/1.W.npy"), body, compress_type=compress_type)
+
+
+def _npy(shape, data_bytes):
+    header = {"descr": "<f4", "fortran_order": False, "shape": shape}
+    return np.lib.format.magic(1, 0) + _padded_header(header) + bytes(data_bytes)
+
+
+def _claim(forged, sizes_at, claimed):
+    """Overwrite param/1.W.npy's sizes (offsets within the local header and the central directory)."""
+    raw = bytearray(forged.read_bytes())
+    for signature, name_length_at, name_at, offsets in zip((b"PK\x03\x04", b"PK\x01\x02"), (26, 28), (30, 46),
+                                                          sizes_at):
+        at = raw.find(signature)
+        while at >= 0:
+            length = int.from_bytes(raw[at + name_length_at:at + name_length_at + 2], "little")
+            if raw[at + name_at:at + name_at + length] == b"param/1.W.npy":
+                for offset in offsets:
+                    raw[at + offset:at + offset + 4] = claimed.to_bytes(4, "little")
+            at = raw.find(signature, at + 4)
+    forged.write_bytes(raw)
+
+
+def test_a_zip_directory_that_claims_its_entry_stores_more_than_the_file_is_refused(tmp_path):
+    """Stored and unpacked sizes both claim 3.6 GB in a 4 KB file: the file's own size bounds them."""
+    path = tmp_path / "model.npz"
+    save_model(path, small_model())
+    forged = tmp_path / "forged.npz"
+    body = _npy((30_000, 30_000), 16)
+    _entries_replaced(path, forged, body)
+    claimed = len(body) - 16 + 30_000 * 30_000 * 4
+    _claim(forged, ((18, 22), (20, 24)), claimed)  # compressed and uncompressed sizes, in both headers
+    errors = []
+    peak = peak_bytes_while(lambda: errors.append(pytest.raises(CheckpointError, load_model, forged)))
+    assert f"claims {claimed:,} stored bytes, more than the whole file's" in str(errors[0].value)
+    assert peak < 4 << 20
+
+
+def test_a_zip_directory_that_claims_more_than_the_entry_stores_is_refused(tmp_path):
+    """The .npy header and the zip directory agree on 3.6 GB, but the entry stores 16 bytes: the
+    directory's unpacked size is the forger's word too, only the stored size is what the file holds."""
+    path = tmp_path / "model.npz"
+    save_model(path, small_model())
+    forged = tmp_path / "forged.npz"
+    body = _npy((30_000, 30_000), 16)
+    _entries_replaced(path, forged, body)
+    raw = bytearray(forged.read_bytes())
+    claimed = len(body) - 16 + 30_000 * 30_000 * 4
+    for signature, size_at, name_length_at, name_at in ((b"PK\x03\x04", 22, 26, 30), (b"PK\x01\x02", 24, 28, 46)):
+        at = raw.find(signature)
+        while at >= 0:  # the local header and the central directory entry both claim it
+            length = int.from_bytes(raw[at + name_length_at:at + name_length_at + 2], "little")
+            if raw[at + name_at:at + name_at + length] == b"param/1.W.npy":
+                raw[at + size_at:at + size_at + 4] = claimed.to_bytes(4, "little")
+            at = raw.find(signature, at + 4)
+    forged.write_bytes(raw)
+    with zipfile.ZipFile(forged) as archive:
+        assert archive.getinfo("param/1.W.npy").file_size == claimed  # the forgery took
+    assert forged.stat().st_size < 8192
+    errors = []
+    peak = peak_bytes_while(lambda: errors.append(pytest.raises(CheckpointError, load_model, forged)))
+    assert f"entry 'param/1.W.npy' unpacks to {claimed:,} bytes by the zip directory but stores {len(body):,}" \
+        in str(errors[0].value)
+    assert peak < 4 << 20, f"{peak:,} bytes allocated to refuse a {forged.stat().st_size:,}-byte file"
+
+
+def test_a_compressed_entry_is_refused_before_it_is_inflated(tmp_path):
+    """A deflated entry's unpacked size can be a thousand times the file's (a zip bomb): fastnn writes
+    its files uncompressed and refuses a compressed entry without inflating it."""
+    path = tmp_path / "model.npz"
+    save_model(path, small_model())
+    forged = tmp_path / "forged.npz"
+    _entries_replaced(path, forged, _npy((1000, 10_000), 1000 * 10_000 * 4), zipfile.ZIP_DEFLATED)  # 40 MB
+    assert forged.stat().st_size < 100_000
+    errors = []
+    peak = peak_bytes_while(lambda: errors.append(pytest.raises(CheckpointError, load_model, forged)))
+    assert "entry 'param/1.W.npy' is compressed" in str(errors[0].value)
+    assert peak < 4 << 20, f"{peak:,} bytes allocated to refuse a {forged.stat().st_size:,}-byte file"
