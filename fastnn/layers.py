@@ -75,11 +75,16 @@ class Layer:
         ok = ok and all(shape[i] == size for i, size in (dims or {}).items())
         if not ok or shape[0] == 0:
             raise ShapeError(f"{self.name}: expected input of shape {what}, got {shape}")
-        dtype = next(iter(self.params.values())).dtype if self.params else None
+        dtype = self.param_dtype
         if np.dtype(x.dtype).kind != "f" or (dtype is not None and x.dtype != dtype):
             want = np.dtype(dtype or np.float32).name
             raise ShapeError(f"{self.name}: expected {dtype or 'floating-point'} input, got {x.dtype}; "
                              f"convert with x.astype(np.{want})")
+
+    @property
+    def param_dtype(self):
+        """The dtype of this layer's parameters (its inputs and gradients must have it); None without any."""
+        return next(iter(self.params.values())).dtype if self.params else None
 
     def _kept(self, state, train):
         """What backward needs, kept only in training: inference (train=False) holds no
@@ -98,7 +103,7 @@ class Layer:
             got = tuple(dy.shape) if hasattr(dy, "shape") else type(dy).__name__
             raise ShapeError(f"{self.name}: expected a gradient of shape {self.y_shape} (the forward output's), "
                              f"got {got}")
-        dtype = next(iter(self.params.values())).dtype if self.params else None
+        dtype = self.param_dtype
         if np.dtype(dy.dtype).kind != "f" or (dtype is not None and dy.dtype != dtype):
             raise ShapeError(f"{self.name}: expected a {dtype or 'floating-point'} gradient, got {dy.dtype}; "
                              f"convert with dy.astype(np.{np.dtype(dtype or np.float32).name})")

@@ -22,7 +22,7 @@ import pytest
 
 from fastnn.backends.composed import fused_kernels
 
-from ..conftest import load_or_skip
+from .test_cython_ext import K  # noqa: F401  (the cython backend fixture; reference comes from conftest)
 from .agree import forced_conv_algorithm
 
 NAN, INF = np.nan, np.inf
@@ -51,17 +51,6 @@ WINDOWS = [
     [4, 3, 2, 1],
     [5, 1, 5, 1],            # a tie: the first
 ]
-
-
-@pytest.fixture
-def K():
-    return load_or_skip("cython")
-
-
-@pytest.fixture
-def reference():
-    from fastnn import backends
-    return backends.load("numpy")
 
 
 @pytest.fixture
