@@ -33,6 +33,17 @@ from .threads import current_threads
 OPTIMIZER_STATE = ("steps", "lr_in_use")
 
 
+def _in_backend_memory(a) -> bool:
+    """An array that is not NumPy's but has a shape and a dtype: a cuda device array."""
+    return not isinstance(a, np.ndarray) and hasattr(a, "shape") and hasattr(a, "dtype")
+
+
+def _shape_and_dtype(a):
+    """A host stand-in for device array ``a``: its shape and dtype, and no data (one zero seen
+    through zero strides), so that the host checks read those two without copying ``a`` back."""
+    return np.lib.stride_tricks.as_strided(np.zeros(1, a.dtype), shape=tuple(a.shape), strides=(0,) * len(a.shape))
+
+
 class Trainer:
     def __init__(self, model, optimizer, batch_size=100, seed=0, progress=True, eval_batch_size=1000,
                  checkpoint_path=None, checkpoint_every=None, settings=None, regularizer=None,
@@ -44,7 +55,8 @@ class Trainer:
         at each epoch's end (None: at epoch ends only). A NaN weight need not make the loss NaN
         (a ReLU or a max-pool downstream may never pass it on), so the loss check alone can miss
         it; the check reads each parameter once (simple-cnn's 434k: 0.05 ms on the CPU, against
-        about 5 ms per training step; on cuda it copies them to the host)."""
+        about 5 ms per training step; on cuda it copies them to the host, 1.7 MB for simple-cnn,
+        where every step already waits for its loss, so no queued work is held up)."""
         self.batch_size = check_batch_size(batch_size)
         self.finite_check_every = (None if finite_check_every is None
                                    else check_batch_size(finite_check_every, "finite_check_every"))
@@ -84,7 +96,16 @@ class Trainer:
 
     # ------------------------------------------------------------------ one step
     def train_step(self, xb, yb) -> float:
-        """Forward, backward and update on one batch (arrays in the backend's memory); the loss."""
+        """Forward, backward and update on one batch; the loss.
+
+        ``xb``: (N, *input_shape) images of the model's dtype; ``yb``: (N,) integer labels in
+        [0, classes). Host arrays are checked in full and then put into the backend's memory;
+        arrays already there (cuda's device arrays) are checked for shape and dtype only, without a
+        copy back: a label out of range there makes the loss kernel's result NaN, and the loss then
+        reads the labels to say so. The checks come before any kernel runs, since a compiled kernel
+        indexes without bounds checks.
+        """
+        xb, yb = self._checked_batch(xb, yb)
         logits = self.model.forward(xb, train=True)
         loss = self.loss.forward(logits, yb)
         if not math.isfinite(loss):
@@ -98,6 +119,21 @@ class Trainer:
             loss += self.regularizer.add_gradients(self.model)
         self.optimizer.step(self.model)
         return loss
+
+    def _checked_batch(self, xb, yb):
+        """train_step's batch, checked by fastnn.model's check_images and check_labels, in the
+        backend's memory."""
+        K, model = backends.get(), self.model
+        if _in_backend_memory(xb):
+            check_images(_shape_and_dtype(xb), model, "train_step images")
+        else:
+            xb = check_images(xb, model, "train_step images")
+        classes = model.output_shape[0]
+        if _in_backend_memory(yb):  # its shape and dtype; the loss sees its range
+            check_labels(_shape_and_dtype(yb), xb.shape[0], classes, "train_step labels")
+        else:
+            yb = check_labels(yb, xb.shape[0], classes, "train_step labels")
+        return K.to_device(xb), K.to_device(yb)
 
     def warmup(self) -> float:
         """Run one step on random data, so compiled kernels (Numba JIT, cached or not) are ready

@@ -1,13 +1,17 @@
-"""Training stops on parameters that are no longer finite even when the loss is, and a run with a
-decaying learning rate resumes into a new trainer in the same process."""
+"""Training stops on parameters that are no longer finite even when the loss is; a run with a
+decaying learning rate resumes into a new trainer in the same process; Trainer.train_step checks
+its batch before any kernel sees it."""
 import numpy as np
 import pytest
 
 from fastnn import backends, optim
-from fastnn.errors import TrainingDivergedError
-from fastnn.layers import BatchNorm, Dense, Flatten, ReLU
+from fastnn.backends import contract
+from fastnn.errors import ShapeError, TrainingDivergedError
+from fastnn.layers import BatchNorm, Dense, Dropout, Flatten, ReLU
 from fastnn.model import Sequential
 from fastnn.train import Trainer
+
+from .conftest import SIMULATED_CUDA, load_or_skip
 
 
 @pytest.fixture(autouse=True)
@@ -85,3 +89,48 @@ def test_resume_after_lr_decay_into_a_new_trainer(tmp_path):
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
     resumed = Trainer.from_checkpoint(tmp_path / "ck.npz")  # and from the file alone, as the CLI does
     assert resumed.optimizer.lr == pytest.approx(0.025) and resumed.optimizer.config()["lr"] == 0.1
+
+
+@pytest.mark.parametrize("name", ["numpy", "numba", "cython", "cuda"])
+def test_train_step_refuses_a_bad_batch_before_any_kernel_runs(name, monkeypatch):
+    """A compiled kernel indexes without bounds checks, so a label of 10 for 10 classes must be
+    refused before the forward pass, not by the loss after it: nothing runs, nothing changes
+    (BatchNorm's running statistics, the dropout generator, the parameters)."""
+    K = load_or_skip(name)
+    backends.use(name)
+    rng = np.random.default_rng(0)
+    model = Sequential([Flatten(), Dense(36, 16, rng=rng), BatchNorm(16), ReLU(), Dropout(0.5),
+                        Dense(16, 10, rng=rng)], (1, 6, 6), name="ten-classes")
+    trainer = Trainer(model, optim.make("sgd", lr=0.1), batch_size=4, progress=False)
+    x, y = rng.random((4, 1, 6, 6), dtype=np.float32), np.array([0, 1, 9, 2])
+    host = {  # arrays in host memory: everything is checked, the label range too
+        "label 10": (x, np.array([0, 1, 10, 2]), r"train_step labels: class indices must lie in \[0, 10\)"),
+        "label -1": (x, [0, -1, 3, 2], r"train_step labels: class indices must lie in \[0, 10\)"),
+        "three labels for four images": (x, y[:3], r"train_step labels: expected shape \(4,\)"),
+        "float labels": (x, y.astype(np.float32), "train_step labels: expected integer class indices"),
+        "float64 images": (x.astype(np.float64), y, "train_step images: expected float32 images"),
+        "flat images": (x.reshape(4, 36), y, r"train_step images: .* expects \(N, 1, 6, 6\)"),
+    }
+    # arrays already in the backend's memory (on cuda: device arrays, checked without a copy back)
+    dev = {f"{case} (in backend memory)": (K.to_device(xb), K.to_device(yb), pattern)
+           for case, (xb, yb, pattern) in host.items()
+           if case in ("three labels for four images", "float labels", "flat images")}
+    state, dropout = model.state_arrays(), model.rng.bit_generator.state
+    calls = []
+
+    def logged(kernel, call):
+        return lambda *args, **kwargs: calls.append(kernel) or call(*args, **kwargs)
+    for kernel in contract.NAMES:
+        monkeypatch.setattr(K, kernel, logged(kernel, getattr(K, kernel)))
+    for case, (xb, yb, pattern) in {**host, **dev}.items():
+        with pytest.raises(ShapeError, match=pattern):
+            trainer.train_step(xb, yb)
+        assert calls == [], f"{case}: kernels ran before the refusal: {calls}"
+    monkeypatch.undo()
+    assert model.rng.bit_generator.state == dropout and trainer.optimizer.steps == 0
+    for key, value in model.state_arrays().items():
+        np.testing.assert_array_equal(value, state[key], err_msg=key)
+    if name == "cuda" and SIMULATED_CUDA:
+        return  # the simulator takes about 14 s for the step below; tests/backends/test_cuda_backend.py runs steps
+    loss = trainer.train_step(x, y)  # host arrays, put into the backend's memory by train_step
+    assert np.isfinite(loss) and trainer.optimizer.steps == 1

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -121,41 +120,68 @@ def test_kill_during_the_first_write_leaves_an_old_checkpoint_untouched(tmp_path
     assert (tmp_path / "ck.npz").read_bytes() == b"an older file the crash must not touch"
 
 
-def wait_for_step(path, step, process, timeout=60):
-    """Poll the checkpoint (written atomically, every step) until it holds optimizer step ``step``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and process.poll() is None:
-        if path.exists() and checkpoint_position(path)[2] >= step:
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"the run never reached step {step} (exit {process.poll()}): {process.stderr.read()}")
+# The child run of the Ctrl-C test: python -c CTRL_C_AT STEP ARGS... runs `fastnn ARGS...` and sends
+# itself SIGINT (what Ctrl-C sends) right after optimizer step STEP, where FASTNN_TEST_KILL=step:N kills.
+CTRL_C_AT = """
+import signal, sys
+from fastnn import train
+from fastnn.cli import main
+kill_point = train.test_kill
+def ctrl_c_at(kind, count):
+    if (kind, count) == ("step", int(sys.argv[1])):
+        signal.raise_signal(signal.SIGINT)  # to this thread: KeyboardInterrupt comes before the next call
+    kill_point(kind, count)
+train.test_kill = ctrl_c_at
+sys.exit(main(sys.argv[2:]))
+"""
 
 
-def test_repeated_kills_at_unplanned_moments(tmp_path, mnist_dir):
-    """Ctrl-C, then SIGKILL twice, from outside, wherever in its step the run is (the checkpoint, written
-    every step, says which step it has reached); then finish. The final model is the uninterrupted run's."""
+def test_ctrl_c_then_kills_mid_step_and_mid_write_keep_a_checkpoint_that_resumes_exactly(tmp_path, mnist_dir):
+    """Ctrl-C after a step, SIGKILL after a step, SIGKILL halfway through a checkpoint write, each at a
+    known point of a run that checkpoints every step: each time the checkpoint is the last one
+    completed, intact, and nothing half-written is left once the run goes on; the final model is the
+    uninterrupted run's, bit for bit."""
     run = ["train", "--model", "mlp", "--limit", "1200", "--batch-size", "20", "--epochs", "2", "--backend",
            "numpy", "--no-progress", "--seed", "5", "--optimizer", "momentum"]  # 60 steps per epoch
     reference = fastnn(run + ["--save", "ref.npz"], tmp_path, mnist_dir)
     assert reference.returncode == 0, reference.stderr
-    args = run + ["--checkpoint", "ck.npz", "--checkpoint-every", "1"]
-    reached = 0
-    for sig, step in ((signal.SIGINT, 10), (signal.SIGKILL, 45), (signal.SIGKILL, 80)):
-        process = fastnn(args, tmp_path, mnist_dir, wait=False)
-        wait_for_step(tmp_path / "ck.npz", step, process)
-        process.send_signal(sig)
-        _, err = process.communicate()
-        if sig == signal.SIGINT:  # a clean stop that says how to go on
-            assert process.returncode == 130, err
-            assert "continue with  fastnn train --resume ck.npz" in err and "Traceback" not in err
-        else:
-            assert process.returncode == -signal.SIGKILL, err
-        position = checkpoint_position(tmp_path / "ck.npz")  # always loadable, whenever the signal came
-        assert position[2] >= step >= reached and position[2] < 120, position  # it went on, and did not finish
-        reached = position[2]
-        args = ["train", "--resume", "ck.npz", "--checkpoint-every", "1", "--no-progress"]
+    checkpoint = tmp_path / "ck.npz"
+
+    def leftovers():  # temporary files of checkpoint writes that never finished
+        return list(tmp_path.glob(".ck.npz.*.tmp"))
+
+    # 1. Ctrl-C right after step 10: a clean stop that says how to go on; the checkpoint is step 9's
+    env = dict(os.environ, PYTHONPATH=str(ROOT), FASTNN_DATA=str(mnist_dir), FASTNN_NUM_THREADS="1",
+               XDG_CACHE_HOME=str(tmp_path / "cache"))
+    env.pop("FASTNN_TEST_KILL", None)
+    stopped = subprocess.run([sys.executable, "-c", CTRL_C_AT, "10", *run, "--checkpoint", "ck.npz",
+                              "--checkpoint-every", "1"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                             timeout=120)
+    assert stopped.returncode == 130, stopped.stderr
+    assert "continue with  fastnn train --resume ck.npz" in stopped.stderr and "Traceback" not in stopped.stderr
+    assert checkpoint_position(checkpoint) == (0, 9, 9) and not leftovers()
+    load_model(checkpoint)
+
+    # 2. SIGKILL right after step 45, before its checkpoint: the checkpoint is step 44's
+    resume = ["train", "--resume", "ck.npz", "--checkpoint-every", "1", "--no-progress"]
+    killed = fastnn(resume, tmp_path, mnist_dir, kill="step:45")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert checkpoint_position(checkpoint) == (0, 44, 44) and not leftovers()
+    load_model(checkpoint)
+
+    # 3. SIGKILL with half of this process's 36th checkpoint on disk: writes 1-16 follow steps 45-60,
+    # 17 ends epoch 1, 18-35 follow steps 61-78, so 36 is step 79's; the checkpoint stays step 78's
+    killed = fastnn(resume, tmp_path, mnist_dir, kill="write:36")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert checkpoint_position(checkpoint) == (1, 18, 78)
+    load_model(checkpoint)
+    [half_written] = leftovers()
+    assert 0 < half_written.stat().st_size < checkpoint.stat().st_size
+
+    # and on to the end: the dead writer's half file is gone, the model is the uninterrupted run's
     final = fastnn(["train", "--resume", "ck.npz", "--save", "out.npz", "--no-progress"], tmp_path, mnist_dir)
     assert final.returncode == 0, final.stderr
+    assert not leftovers()
     assert_same_params(tmp_path / "out.npz", tmp_path / "ref.npz")
 
 
