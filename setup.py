@@ -43,7 +43,8 @@ import warnings
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-MODULES = ("_arrays", "_dense", "_conv", "_pool", "_activation", "_loss", "_optim", "_winograd")
+MODULES = ("_arrays", "_dense", "_conv", "_pool", "_activation", "_loss", "_optim", "_winograd",
+           "_augment")
 
 CYTHON_DIRECTIVES = {
     "language_level": 3,

@@ -52,6 +52,7 @@ SETTINGS = {
     "pytorch-net": (64, "adadelta"),
     "deep-cnn": (100, "adam"),
     "mlp": (100, "adam"),
+    "speedrun-net": (256, "adam"),
 }
 LR = {"adam": 1e-3, "adadelta": 1.0, "sgd": 0.01}  # the learning rate when --lr is not given
 NUMBA_BASED = ("numba", "cuda")

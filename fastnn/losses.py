@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from . import backends
-from .errors import ShapeError
+from .errors import ConfigError, ShapeError
 
 
 def check_labels(y, n_images, n_classes, what="labels"):
@@ -35,7 +35,17 @@ def _expect_floats(layer, a, what, ndim=None):
 
 class SoftmaxCrossEntropy:
     """Softmax followed by cross-entropy, fused: stable for any logits, and the gradient is
-    simply (softmax - onehot) / N. ``t`` holds class indices (int64)."""
+    simply (softmax - q) / N. ``labels`` hold class indices (int64).
+
+    The target q is onehot(labels), or with label smoothing ``smoothing`` = s in [0, 1),
+    (1 - s) * onehot(labels) + s / K: the net is no longer pushed to make its logits ever larger
+    for a class it already gets right (Szegedy et al. 2016; PyTorch's ``label_smoothing``)."""
+
+    def __init__(self, smoothing=0.0):
+        if not (isinstance(smoothing, (int, float)) and 0 <= smoothing < 1):
+            raise ConfigError(f"SoftmaxCrossEntropy: smoothing must be a number in [0, 1), got {smoothing!r}"
+                             " (0 turns label smoothing off; 0.1 is usual)")
+        self.smoothing = float(smoothing)
 
     def forward(self, logits, labels):
         _expect_floats("SoftmaxCrossEntropy", logits, "logits (N, K)", ndim=2)
@@ -47,7 +57,7 @@ class SoftmaxCrossEntropy:
         if on_host:  # a device array is checked by its kernel, which makes the loss NaN (below)
             labels = check_labels(labels, n, k, "SoftmaxCrossEntropy: labels")
         K = backends.get()
-        loss, self.cache = K.softmax_cross_entropy(logits, labels)
+        loss, self.cache = K.softmax_cross_entropy(logits, labels, self.smoothing)
         if not on_host and not math.isfinite(loss):  # NaN logits, or a label out of range?
             check_labels(K.to_host(labels), n, k, "SoftmaxCrossEntropy: labels")
         return loss

@@ -40,14 +40,22 @@ class Optimizer:
         if not (_real(weight_decay) and weight_decay >= 0):
             raise ConfigError(f"{type(self).__name__}: weight_decay must be >= 0, not {weight_decay!r}")
         self.lr, self.weight_decay = float(lr), float(weight_decay)
-        self.base_lr = self.lr  # the configured rate; self.lr is the one in use (decayed, see end_epoch)
-        self.lr_decay = 1.0  # lr is multiplied by this after every epoch (see end_epoch)
+        self.base_lr = self.lr  # the configured rate; self.lr is the one in use (a schedule sets it)
+        self.momentum_in_use = None  # a schedule that cycles the momentum sets it (see set_momentum)
         self.steps = 0
         self.state = {}  # parameter key -> [state arrays]
 
-    def end_epoch(self):
-        """Step decay after each epoch: lr *= lr_decay (PyTorch's StepLR with step_size=1)."""
-        self.lr *= self.lr_decay
+    momentum_name = None  # the hyperparameter a one-cycle schedule may cycle ("momentum", "beta1")
+
+    def set_momentum(self, value):
+        """Use ``value`` for the momentum (Adam's beta1) from the next step on; the configured one
+        stays in config()."""
+        if self.momentum_name is None:
+            raise ConfigError(f"{type(self).__name__} has no momentum to cycle: use momentum, nesterov or adam")
+        self.momentum_in_use = _fraction(type(self).__name__, self.momentum_name, value)
+
+    def _momentum(self):
+        return getattr(self, self.momentum_name) if self.momentum_in_use is None else self.momentum_in_use
 
     def hyper(self) -> dict:
         """The kernel's keyword arguments besides param, grad, state, lr and weight decay."""
@@ -66,7 +74,7 @@ class Optimizer:
             update(param, grad, *state, lr=self.lr, weight_decay=self.weight_decay, **hyper)
 
     def state_dict(self) -> dict:
-        """Host copies of the state, for checkpoints: {"steps": int, "lr": the rate in use (decayed),
+        """Host copies of the state, for checkpoints: {"steps": int, "lr": the rate in use (scheduled),
         "arrays": {"key/i": array}}."""
         K = backends.get()
         arrays = {f"{key}/{i}": K.to_host(a) for key, state in self.state.items() for i, a in enumerate(state)}
@@ -100,9 +108,11 @@ class Optimizer:
         self.steps, self.state, self.lr = int(steps), state, float(lr)
 
     def config(self) -> dict:
-        """The settings it was made with (the configured lr; the decayed one is state, see state_dict)."""
-        return dict(name=NAME_OF[type(self)], lr=self.base_lr, weight_decay=self.weight_decay,
-                    lr_decay=self.lr_decay, **self.hyper())
+        """The settings it was made with (the configured lr and momentum; the scheduled ones are state)."""
+        config = dict(name=NAME_OF[type(self)], lr=self.base_lr, weight_decay=self.weight_decay, **self.hyper())
+        if self.momentum_name:
+            config[self.momentum_name] = getattr(self, self.momentum_name)
+        return config
 
 
 class SGD(Optimizer):
@@ -111,13 +121,14 @@ class SGD(Optimizer):
 
 class Momentum(Optimizer):
     kernel, n_state, default_lr = "momentum_update", 1, 0.01
+    momentum_name = "momentum"
 
     def __init__(self, lr=None, weight_decay=0.0, momentum=0.9):
         super().__init__(lr, weight_decay)
         self.momentum = _fraction(type(self).__name__, "momentum", momentum)
 
     def hyper(self):
-        return dict(momentum=self.momentum)
+        return dict(momentum=self._momentum())
 
 
 class Nesterov(Momentum):
@@ -159,6 +170,7 @@ class Adadelta(Optimizer):
 
 class Adam(Optimizer):
     kernel, n_state, default_lr = "adam_update", 2, 0.001
+    momentum_name = "beta1"
 
     def __init__(self, lr=None, weight_decay=0.0, beta1=0.9, beta2=0.999, eps=1e-8):
         super().__init__(lr, weight_decay)
@@ -167,7 +179,7 @@ class Adam(Optimizer):
 
     def hyper(self):
         # the bias correction needs the step number (counted from 1)
-        return dict(beta1=self.beta1, beta2=self.beta2, eps=self.eps, step=max(self.steps, 1))
+        return dict(beta1=self._momentum(), beta2=self.beta2, eps=self.eps, step=max(self.steps, 1))
 
     def config(self):
         config = super().config()
@@ -180,16 +192,19 @@ OPTIMIZERS = {"sgd": SGD, "momentum": Momentum, "nesterov": Nesterov, "adagrad":
 NAME_OF = {cls: name for name, cls in OPTIMIZERS.items()}
 
 
-def make(name, lr=None, weight_decay=0.0, lr_decay=1.0, **hyper):
-    """An optimizer by name; ``lr=None`` takes the optimizer's usual default; ``lr_decay``
-    multiplies the learning rate after every epoch (1.0: constant)."""
+def make(name, lr=None, weight_decay=0.0, betas=None, **hyper):
+    """An optimizer by name; ``lr=None`` takes the optimizer's usual default. ``betas=(beta1, beta2)``
+    (PyTorch's spelling) is the same as beta1=..., beta2=... for adam. The rate's course over the
+    run is a schedule's business (fastnn.schedules, Trainer(schedule=...))."""
     if name not in OPTIMIZERS:
         raise ConfigError(f"unknown optimizer {name!r}: choose one of {', '.join(OPTIMIZERS)}")
-    if not (_real(lr_decay) and 0 < lr_decay <= 1):
-        raise ConfigError(f"optimizer {name!r}: lr_decay must be in (0, 1], not {lr_decay!r}")
+    if betas is not None:
+        if name != "adam":
+            raise ConfigError(f"optimizer {name!r} has no betas (adam has)")
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise ConfigError(f"adam: betas must be two numbers (beta1, beta2), not {betas!r}")
+        hyper.update(beta1=betas[0], beta2=betas[1])
     try:
-        optimizer = OPTIMIZERS[name](lr=lr, weight_decay=weight_decay, **hyper)
+        return OPTIMIZERS[name](lr=lr, weight_decay=weight_decay, **hyper)
     except TypeError as e:  # a keyword this optimizer does not have
         raise ConfigError(f"optimizer {name!r}: {e}") from e
-    optimizer.lr_decay = float(lr_decay)
-    return optimizer

@@ -3,16 +3,23 @@
     trainer = Trainer(model, optim.make("adam"), batch_size=100, seed=0)
     history = trainer.fit(x_train, y_train, epochs=5, test=(x_test, y_test))
 
+    trainer = Trainer(model, optim.make("adam", lr=0.003), schedule=schedules.OneCycle(),
+                      label_smoothing=0.1, augment=RandomAffine(shift=2, degrees=10))
+    trainer.fit(x_train, y_train, epochs=5, test=(x_test, y_test), eval_every=100, target_accuracy=0.99)
+
 Every epoch draws a fresh permutation (no replacement). The training set is put in the
 backend's memory once; each step gathers its batch there, so on cuda only the scalar
 loss comes back. With the same seed, backend and thread count a run repeats exactly.
+Before each step the schedule sets the optimizer's rate; an augmentation, when given, warps
+the batch in the backend's memory.
 
 Checkpoints (``checkpoint_path``, ``checkpoint_every``) hold everything that decides what
 comes next: parameters and buffers, optimizer state, epoch and step, the shuffle generator's
 state from before the current epoch's permutation (so an interrupted epoch is replayed with
-the same order), the dropout generator's state, the partial epoch's loss sum, the metrics
-and the caller's settings. ``Trainer.from_checkpoint(path)`` continues such a run, and
-ends with exactly the parameters an uninterrupted run would have.
+the same order), the dropout and augmentation generators' states, the schedule, the partial
+epoch's loss sum, the run's clock and evaluations, the metrics and the caller's settings.
+``Trainer.from_checkpoint(path)`` continues such a run, and ends with exactly the parameters an
+uninterrupted run would have.
 """
 import json
 import math
@@ -21,7 +28,8 @@ import time
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import backends, optim
+from . import backends, optim, schedules
+from .augment import RandomAffine
 from .checkpoint import (CHECKPOINT_FORMAT, MODEL_PREFIXES, VERSION, load_arrays, load_model_arrays,
                          model_from_metadata, save_arrays, test_kill)
 from .errors import CheckpointError, ConfigError, TrainingDivergedError
@@ -47,7 +55,7 @@ def _shape_and_dtype(a):
 class Trainer:
     def __init__(self, model, optimizer, batch_size=100, seed=0, progress=True, eval_batch_size=1000,
                  checkpoint_path=None, checkpoint_every=None, settings=None, regularizer=None,
-                 finite_check_every=50):
+                 finite_check_every=50, schedule=None, label_smoothing=0.0, augment=None):
         """``checkpoint_path``: write a checkpoint there after every epoch, and after every
         ``checkpoint_every`` optimizer steps if that is set. ``settings``: JSON-able facts about
         the run that checkpoints keep for the caller (the command line keeps its arguments there).
@@ -56,7 +64,11 @@ class Trainer:
         (a ReLU or a max-pool downstream may never pass it on), so the loss check alone can miss
         it; the check reads each parameter once (simple-cnn's 434k: 0.05 ms on the CPU, against
         about 5 ms per training step; on cuda it copies them to the host, 1.7 MB for simple-cnn,
-        where every step already waits for its loss, so no queued work is held up)."""
+        where every step already waits for its loss, so no queued work is held up).
+        ``schedule``: a fastnn.schedules.Schedule (None: constant), which sets the optimizer's rate
+        before every step; it spans each fit() call. ``label_smoothing``: the training loss's
+        (evaluation reports the plain loss). ``augment``: a fastnn.augment.RandomAffine (or None)
+        applied to every training batch, with its own generator seeded from ``seed``."""
         self.batch_size = check_batch_size(batch_size)
         self.finite_check_every = (None if finite_check_every is None
                                    else check_batch_size(finite_check_every, "finite_check_every"))
@@ -70,10 +82,14 @@ class Trainer:
         self.model, self.optimizer = model, optimizer
         self.regularizer = regularizer  # its penalty joins the loss, its gradient the weights' gradients
         self.progress = progress
-        self.loss = SoftmaxCrossEntropy()
+        self.schedule = schedules.Constant() if schedule is None else schedule
+        self.loss = SoftmaxCrossEntropy(label_smoothing)
+        self.label_smoothing = float(label_smoothing)
+        self.augment = augment
         self.seed = int(seed)
         self.shuffle_rng = np.random.default_rng([self.seed, 1])
         model.set_rng(np.random.default_rng([self.seed, 2]))  # dropout masks
+        self.augment_rng = np.random.default_rng([self.seed, 3])
         self.checkpoint_path, self.checkpoint_every = checkpoint_path, checkpoint_every
         self.settings = dict(settings or {})
         try:
@@ -88,6 +104,12 @@ class Trainer:
         self.epoch_loss, self.epoch_images, self.epoch_seconds = 0.0, 0, 0.0
         self.epoch_rng_state = None    # shuffle_rng's state before its permutation
         self.train_size = None         # images per epoch
+        self.total_steps = None        # the steps the schedule spans (set by fit)
+        # the run's clock: training steps and evaluations, not compiling or checkpoint writes
+        self.train_seconds, self.eval_seconds = 0.0, 0.0  # completed epochs' steps; every evaluation
+        self.evaluations = []          # fit's evaluations every eval_every steps: dicts
+        self.seconds_to_target = None  # the run's clock when the test accuracy first reached the target
+        self.eval_every, self.target_accuracy, self.test_set = None, None, None  # fit's, for train_epoch
         # early stopping
         self.best_score, self.epochs_waited, self.best_state = math.inf, 0, None
         self.resumed = False           # fit() continues the early-stopping count of a resumed run
@@ -106,6 +128,9 @@ class Trainer:
         indexes without bounds checks.
         """
         xb, yb = self._checked_batch(xb, yb)
+        self.apply_schedule()
+        if self.augment is not None:
+            xb = self.augment(xb, self.augment_rng)
         logits = self.model.forward(xb, train=True)
         loss = self.loss.forward(logits, yb)
         if not math.isfinite(loss):
@@ -119,6 +144,16 @@ class Trainer:
             loss += self.regularizer.add_gradients(self.model)
         self.optimizer.step(self.model)
         return loss
+
+    def apply_schedule(self):
+        """Set the optimizer's rate (and momentum, where the schedule cycles it) for its next step."""
+        optimizer, step = self.optimizer, self.optimizer.steps
+        total = self.total_steps or step + 1  # a step outside fit: as if the run ended with it
+        per_epoch = -(-self.train_size // self.batch_size) if self.train_size else total
+        optimizer.lr = self.schedule.lr(step, total, per_epoch, optimizer.base_lr)
+        momentum = self.schedule.momentum(step, total)
+        if momentum is not None:
+            optimizer.set_momentum(momentum)
 
     def _checked_batch(self, xb, yb):
         """train_step's batch, checked by fastnn.model's check_images and check_labels, in the
@@ -138,11 +173,12 @@ class Trainer:
     def warmup(self) -> float:
         """Run one step on random data, so compiled kernels (Numba JIT, cached or not) are ready
         before the first timed step; returns its seconds. The parameters, buffers, optimizer state
-        and dropout generator are then put back exactly as they were, through host copies (device
-        arrays do not deep-copy)."""
+        and rate, and the dropout and augmentation generators are then put back exactly as they
+        were, through host copies (device arrays do not deep-copy)."""
         K = backends.get()
         model, optimizer = self.model, self.optimizer
-        saved = (model.state_arrays(), optimizer.steps, model.rng,
+        saved = (model.state_arrays(), optimizer.steps, optimizer.lr, optimizer.momentum_in_use, model.rng,
+                 self.augment_rng.bit_generator.state,
                  {key: [K.to_device(K.to_host(a).copy()) for a in state] for key, state in optimizer.state.items()})
         model.set_rng(np.random.default_rng(0))
         rng = np.random.default_rng(0)
@@ -153,7 +189,9 @@ class Trainer:
             self.train_step(xb, yb)
             model.evaluate(K.to_host(xb), K.to_host(yb), batch_size=self.eval_batch_size)
         finally:
-            arrays, optimizer.steps, dropout_rng, optimizer.state = saved
+            arrays, optimizer.steps, optimizer.lr, optimizer.momentum_in_use, dropout_rng, augment_rng, \
+                optimizer.state = saved
+            self.augment_rng.bit_generator.state = augment_rng
             model.load_state_arrays(arrays)
             model.set_rng(dropout_rng)
         self.compile_seconds = time.perf_counter() - start
@@ -161,9 +199,11 @@ class Trainer:
 
     # ------------------------------------------------------------------ epochs
     def train_epoch(self, x_dev, y_dev, n):
-        """One pass over a fresh permutation of the n training images; (mean loss, seconds).
+        """One pass over a fresh permutation of the n training images; (mean loss, seconds, images, stopped).
 
         A trainer resumed mid-epoch draws the same permutation again and goes on from its step.
+        With fit's ``eval_every``, the test set is evaluated every that many steps (see
+        evaluate_test); ``stopped`` says that one of them reached the target and ended the epoch.
         """
         K = backends.get()
         self.epoch_rng_state = self.shuffle_rng.bit_generator.state
@@ -176,6 +216,7 @@ class Trainer:
         bar = tqdm(range(self.step, n_steps), desc=f"epoch {self.epoch + 1}", unit="batch",
                    disable=not self.progress, leave=False)
         seconds, start = self.epoch_seconds, time.perf_counter()
+        stopped = False
         for i in bar:
             idx = order[i * self.batch_size:(i + 1) * self.batch_size]
             loss = self.train_step(K.gather(x_dev, idx), K.gather(y_dev, idx))
@@ -189,15 +230,50 @@ class Trainer:
                 self.epoch_seconds = seconds + time.perf_counter() - start
                 self.checkpoint()  # its write time does not count as training time
                 seconds, start = self.epoch_seconds, time.perf_counter()
+            if self.eval_every and self.optimizer.steps % self.eval_every == 0:
+                self.epoch_seconds = seconds + time.perf_counter() - start
+                stopped = self.evaluate_test()  # timed on its own: the run's clock, not training time
+                seconds, start = self.epoch_seconds, time.perf_counter()
+                bar.set_postfix(loss=f"{loss:.4f}", test=f"{100 * self.evaluations[-1]['test_accuracy']:.2f}%")
+                if stopped:
+                    break
             if i % 20 == 0:
                 bar.set_postfix(loss=f"{loss:.4f}")
         bar.close()
-        result = self.epoch_loss / self.epoch_images, seconds + time.perf_counter() - start
+        result = self.epoch_loss / self.epoch_images, seconds + time.perf_counter() - start, self.epoch_images, stopped
         self.step, self.epoch_loss, self.epoch_images, self.epoch_seconds = 0, 0.0, 0, 0.0
         return result
 
+    def clock(self) -> float:
+        """Seconds of this run so far: training steps and evaluations, from the first step on
+        (compiling and checkpoint writes left out)."""
+        return self.train_seconds + self.epoch_seconds + self.eval_seconds
+
+    def evaluate_test(self) -> bool:
+        """Evaluate the test set fit was given, record it in ``evaluations``, and say whether it
+        reached ``target_accuracy`` (the first time it does, ``seconds_to_target`` is set)."""
+        start = time.perf_counter()
+        loss, accuracy = self.model.evaluate(*self.test_set, self.eval_batch_size)
+        self.eval_seconds += time.perf_counter() - start
+        now = self.clock()
+        reached = self.target_accuracy is not None and accuracy >= self.target_accuracy
+        if reached and self.seconds_to_target is None:
+            self.seconds_to_target = now
+        self.evaluations.append({"step": self.optimizer.steps, "epoch": self.epoch + self.step / self.steps_per_epoch,
+                                 "seconds": now, "test_loss": loss, "test_accuracy": accuracy})
+        return reached
+
+    @property
+    def augment_config(self):
+        """The augmentation's settings (None: none), as checkpoints and the metrics keep them."""
+        return None if self.augment is None else self.augment.config()
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return -(-self.train_size // self.batch_size)
+
     def fit(self, x, y, epochs=1, test=None, validation=None, patience=None, monitor="val_loss",
-            restore_best=True, on_epoch_end=None):
+            restore_best=True, on_epoch_end=None, eval_every=None, target_accuracy=None):
         """Train for ``epochs`` epochs; returns the list of per-epoch metric dicts.
 
         test / validation: (images, labels) evaluated after every epoch. Early stopping:
@@ -206,6 +282,11 @@ class Trainer:
         back to the best epoch's parameters. ``on_epoch_end(trainer, metrics)`` runs after
         each epoch. With ``checkpoint_path`` set, a checkpoint is written after each epoch.
         A trainer resumed mid-epoch finishes that epoch first; it counts as one of ``epochs``.
+
+        ``eval_every``: also evaluate the test set every that many steps (``evaluations``).
+        ``target_accuracy``: stop at the first evaluation (every ``eval_every`` steps, and after
+        each epoch) whose test accuracy reaches it; ``seconds_to_target`` is then the run's clock.
+        The schedule spans the steps this call plans (its ``epochs``, after those already done).
         """
         model = self.model
         x = check_images(x, model, "training images")
@@ -222,9 +303,20 @@ class Trainer:
                                   f"{[f'{p}_{m}' for p in sets for m in ('loss', 'accuracy')]} are measured")
             if patience < 1:
                 raise ConfigError(f"patience must be 1 or more, not {patience}")
+        if (eval_every is not None or target_accuracy is not None) and "test" not in sets:
+            raise ConfigError("eval_every and target_accuracy evaluate the test set: pass test=(images, labels)")
+        if target_accuracy is not None and not (isinstance(target_accuracy, (int, float)) and 0 < target_accuracy <= 1):
+            raise ConfigError(f"target_accuracy must be a fraction in (0, 1], not {target_accuracy!r}")
+        self.eval_every = None if eval_every is None else check_batch_size(eval_every, "eval_every")
+        self.target_accuracy, self.test_set = target_accuracy, sets.get("test")
         if self.step and len(x) != self.train_size:
             raise ConfigError(f"this trainer stopped mid-epoch on {self.train_size} training images, not {len(x)}: "
                               f"resume with the same training data")
+        self.train_size = len(x)
+        # the schedule's length: the steps done, the rest of an epoch under way, and the epochs to come
+        epochs_to_come = int(epochs) - (1 if self.step else 0)
+        self.total_steps = self.optimizer.steps + (self.steps_per_epoch - self.step if self.step else 0) \
+            + max(epochs_to_come, 0) * self.steps_per_epoch
         if self.compile_seconds is None:
             self.warmup()
         K = backends.get()
@@ -249,19 +341,30 @@ class Trainer:
         model = self.model
         sign = 1.0 if monitor.endswith("loss") else -1.0
         for _ in range(epochs):
-            train_loss, seconds = self.train_epoch(x_dev, y_dev, len(x))
+            train_loss, seconds, n_images, reached = self.train_epoch(x_dev, y_dev, len(x))
             self.check_parameters()
             self.epoch += 1
-            self.optimizer.end_epoch()
-            metrics = {"epoch": self.epoch, "train_seconds": seconds, "images_per_second": len(x) / seconds,
-                       "train_loss": train_loss}
+            self.train_seconds += seconds
+            metrics = {"epoch": self.epoch, "train_seconds": seconds, "images_per_second": n_images / seconds,
+                       "train_loss": train_loss, "lr": self.optimizer.lr}
+            start = time.perf_counter()
             for prefix, (images, labels) in sets.items():
-                loss, accuracy = model.evaluate(images, labels, self.eval_batch_size)
+                if prefix == "test" and reached:  # the evaluation that ended the epoch
+                    loss, accuracy = self.evaluations[-1]["test_loss"], self.evaluations[-1]["test_accuracy"]
+                else:
+                    loss, accuracy = model.evaluate(images, labels, self.eval_batch_size)
                 metrics[f"{prefix}_loss"], metrics[f"{prefix}_accuracy"] = loss, accuracy
+            self.eval_seconds += time.perf_counter() - start
+            if self.target_accuracy is not None and metrics["test_accuracy"] >= self.target_accuracy:
+                reached = True
+                if self.seconds_to_target is None:
+                    self.seconds_to_target = self.clock()
+            if reached:
+                metrics["target_reached"] = True
             self.history.append(metrics)
             if on_epoch_end is not None:
                 on_epoch_end(self, metrics)
-            stop = False
+            stop = reached
             if patience is not None:
                 score = sign * metrics[monitor]
                 if score < self.best_score:
@@ -269,9 +372,8 @@ class Trainer:
                     self.best_state = model.state_arrays() if restore_best else None
                 else:
                     self.epochs_waited += 1
-                    stop = self.epochs_waited >= patience
-                    if stop:
-                        metrics["early_stop"] = True
+                    if self.epochs_waited >= patience:
+                        stop = metrics["early_stop"] = True
             if self.checkpoint_path is not None:
                 self.checkpoint()
             if stop:
@@ -317,6 +419,12 @@ class Trainer:
             "epochs_waited": self.epochs_waited, "history": self.history,
             "regularizer": None if self.regularizer is None else repr(self.regularizer),
             "backend": K.NAME, "threads": current_threads(),
+            "schedule": self.schedule.config(), "total_steps": self.total_steps,
+            "label_smoothing": self.label_smoothing,
+            "augment": self.augment_config,
+            "augment_rng": self.augment_rng.bit_generator.state,
+            "train_seconds": self.train_seconds, "eval_seconds": self.eval_seconds,
+            "evaluations": self.evaluations, "seconds_to_target": self.seconds_to_target,
         }
         metadata = {"format": CHECKPOINT_FORMAT, "version": VERSION, "model": self.model.config(),
                     "optimizer": {**self.optimizer.config(), "steps": optimizer_state["steps"],
@@ -334,13 +442,14 @@ class Trainer:
         metadata, arrays = load_arrays(path, CHECKPOINT_FORMAT)
         model = model_from_metadata(path, metadata, arrays)
         try:
-            hyper = {k: v for k, v in metadata["optimizer"].items() if k not in OPTIMIZER_STATE}
-            optimizer = optim.make(**hyper)
+            optimizer = optim.make(**saved_optimizer_config(metadata))
             t = metadata["trainer"]
+            augment = None if t.get("augment") is None else RandomAffine(**t["augment"])
             trainer = cls(model, optimizer, batch_size=t["batch_size"], seed=t["seed"], progress=progress,
                           eval_batch_size=t["eval_batch_size"], checkpoint_path=checkpoint_path,
                           checkpoint_every=checkpoint_every, settings=metadata.get("settings"),
-                          regularizer=regularizer)
+                          regularizer=regularizer, schedule=schedules.make(**saved_schedule_config(metadata)),
+                          label_smoothing=t.get("label_smoothing", 0.0), augment=augment)
         except (KeyError, TypeError, AttributeError, ConfigError) as e:
             raise CheckpointError(f"{path}: malformed trainer settings in its metadata ({e})") from e
         trainer._restore(path, metadata, arrays)
@@ -351,15 +460,17 @@ class Trainer:
         be the ones it was made with (same architecture, optimizer settings, batch size and seed)."""
         metadata, arrays = load_arrays(path, CHECKPOINT_FORMAT)
         optimizer = self.optimizer
+        generators = (self.shuffle_rng, self.model.rng, self.augment_rng)
         before = (dict(vars(self)), self.model.state_arrays(), optimizer.steps, optimizer.state, optimizer.lr,
-                  self.shuffle_rng.bit_generator.state, self.model.rng.bit_generator.state)
+                  [g.bit_generator.state for g in generators])
         try:
             self._restore(path, metadata, arrays)
         except CheckpointError:  # a refused checkpoint leaves this trainer as it was
-            attributes, model_arrays, optimizer.steps, optimizer.state, optimizer.lr, shuffle, dropout = before
+            attributes, model_arrays, optimizer.steps, optimizer.state, optimizer.lr, states = before
             self.__dict__.update(attributes)
             self.model.load_state_arrays(model_arrays)
-            self.shuffle_rng.bit_generator.state, self.model.rng.bit_generator.state = shuffle, dropout
+            for generator, state in zip(generators, states):
+                generator.bit_generator.state = state
             raise
         return self
 
@@ -370,10 +481,17 @@ class Trainer:
             t = metadata["trainer"]
             if not same(self.model.config(), metadata["model"]):
                 raise CheckpointError(f"{path}: its architecture differs from this model's")
-            saved_optimizer = {k: v for k, v in metadata["optimizer"].items() if k not in OPTIMIZER_STATE}
+            saved_optimizer = saved_optimizer_config(metadata)
             if not same(self.optimizer.config(), saved_optimizer):
                 raise CheckpointError(f"{path}: its optimizer {saved_optimizer} differs from this one "
                                       f"{self.optimizer.config()}")
+            mine = {"schedule": self.schedule.config(), "label_smoothing": self.label_smoothing,
+                    "augment": self.augment_config}
+            saved = {"schedule": saved_schedule_config(metadata), "label_smoothing": t.get("label_smoothing", 0.0),
+                     "augment": t.get("augment")}
+            for name in mine:
+                if not same(mine[name], saved[name]):
+                    raise CheckpointError(f"{path}: the run used {name} {saved[name]}, this trainer {mine[name]}")
             mine = None if self.regularizer is None else repr(self.regularizer)
             if t.get("regularizer") != mine:
                 raise CheckpointError(f"{path}: the run used regularizer {t.get('regularizer')}, this trainer {mine}")
@@ -405,6 +523,12 @@ class Trainer:
                 raise CheckpointError(f"{path}: its best-epoch parameters do not match the architecture")
             self.shuffle_rng.bit_generator.state = t["shuffle_rng"]
             self.model.rng.bit_generator.state = t["dropout_rng"]
+            if "augment_rng" in t:
+                self.augment_rng.bit_generator.state = t["augment_rng"]
+            self.total_steps = t.get("total_steps")
+            self.train_seconds, self.eval_seconds = float(t.get("train_seconds", 0)), float(t.get("eval_seconds", 0))
+            self.evaluations = list(t.get("evaluations", []))
+            self.seconds_to_target = t.get("seconds_to_target")
             self.epoch, self.step = t["epoch"], t["step"]
             self.epoch_loss, self.epoch_images = float(t["epoch_loss"]), t["epoch_images"]
             self.epoch_seconds = float(t["epoch_seconds"])
@@ -420,3 +544,18 @@ class Trainer:
             raise CheckpointError(f"{path}: malformed trainer state in its metadata ({e!r})") from e
         self.resumed = True
         self.last_checkpoint = (str(path), self.epoch, self.step)
+
+
+def saved_optimizer_config(metadata) -> dict:
+    """The optimizer settings a checkpoint holds (optim.make's arguments); files from before
+    schedules kept a per-epoch decay there ("lr_decay"), which saved_schedule_config reads."""
+    return {k: v for k, v in metadata["optimizer"].items() if k not in OPTIMIZER_STATE + ("lr_decay",)}
+
+
+def saved_schedule_config(metadata) -> dict:
+    """The schedule a checkpoint's run used (schedules.make's arguments)."""
+    saved = metadata["trainer"].get("schedule")
+    if saved is not None:
+        return saved
+    gamma = metadata["optimizer"].get("lr_decay", 1.0)  # a file from before schedules
+    return schedules.Constant().config() if gamma == 1 else schedules.Step(gamma=gamma).config()

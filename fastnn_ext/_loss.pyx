@@ -37,34 +37,40 @@ cdef inline floating _exp_row(floating *e, const floating *row, Py_ssize_t K,
 
 
 def softmax_cross_entropy(floating[:, ::1] log_p, const floating[:, ::1] logits,
-                          const int64_t[::1] labels):
-    # logits (N, K), labels (N,) -> log_p (N, K) = log softmax(logits); returns
-    # -log_p[arange(N), labels].mean()
+                          const int64_t[::1] labels, double smoothing=0):
+    # logits (N, K), labels (N,) -> log_p (N, K) = log softmax(logits); returns the mean over n of
+    # -(1 - smoothing) * log_p[n, labels[n]] - smoothing * log_p[n].mean()   (label smoothing)
     cdef Py_ssize_t N = logits.shape[0], K = logits.shape[1], n, k
     cdef floating top, log_total
-    cdef double loss = 0
+    cdef double loss = 0, row_sum
     _check_labels(labels, K)
     with nogil:
         for n in range(N):
             # shifted = logits[n] - logits[n].max(); log_p[n] = shifted - log(exp(shifted).sum())
             # (log_p[n] holds the exponentials until it is overwritten)
             log_total = flog(_exp_row(&log_p[n, 0], &logits[n, 0], K, &top))
+            row_sum = 0
             for k in range(K):
                 log_p[n, k] = logits[n, k] - top - log_total
-            loss -= log_p[n, labels[n]]
+                row_sum += log_p[n, k]
+            loss -= (1 - smoothing) * log_p[n, labels[n]]
+            if smoothing != 0:
+                loss -= smoothing * row_sum / K
     return loss / N if N else float("nan")
 
 
 def softmax_cross_entropy_backward(floating[:, ::1] dlogits, const floating[:, ::1] log_p,
-                                   const int64_t[::1] labels):
-    # dlogits = (np.exp(log_p) - onehot(labels)) / N
+                                   const int64_t[::1] labels, double smoothing=0):
+    # dlogits = (np.exp(log_p) - (1 - smoothing) * onehot(labels) - smoothing / K) / N
     cdef Py_ssize_t N = log_p.shape[0], K = log_p.shape[1], n, k
     cdef floating inv_n = 1 / <floating> N if N else 0
+    cdef floating spread = <floating> (smoothing / K) if K else 0
+    cdef floating hit = <floating> (1 - smoothing)
     with nogil:
         for n in range(N):
             for k in range(K):
-                dlogits[n, k] = fexp(log_p[n, k])
-            dlogits[n, labels[n]] -= 1
+                dlogits[n, k] = fexp(log_p[n, k]) - spread
+            dlogits[n, labels[n]] -= hit
             for k in range(K):
                 dlogits[n, k] *= inv_n
 

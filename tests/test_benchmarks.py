@@ -122,3 +122,26 @@ def test_flops_of_a_layer_that_skips_dx(throughput):
     one = 2 * 8 * 784 * 100
     assert throughput.layer_flops(first, (8, 784), (8, 100)) == (one, one)
     assert throughput.layer_flops(second, (8, 100), (8, 100)) == (2 * 8 * 100 * 100, 4 * 8 * 100 * 100)
+
+
+def test_time_to_accuracy_runs_fastnn_on_a_subset(mnist_dir, tmp_path):
+    """benchmarks/time_to_accuracy.py, fastnn's contestant only (no torch needed), on 512 training
+    images: one run of `fastnn train --recipe speedrun` in a subprocess, its numbers in the JSON."""
+    spec = importlib.util.spec_from_file_location("time_to_accuracy", SCRIPT.with_name("time_to_accuracy.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "tta.json"
+    module.main(["--runs", "fastnn", "--seeds", "0", "--limit", "512", "--threads", "1", "--data", str(mnist_dir),
+                 "--json", str(out)])
+    report = json.loads(out.read_text())
+    assert list(report["contestants"]) == ["fastnn"] and report["seeds"] == [0] and report["limit"] == 512
+    fastnn = report["contestants"]["fastnn"]
+    assert fastnn["failed_runs"] == 0, fastnn["runs"]
+    (run,) = fastnn["runs"]
+    assert run["seed"] == 0 and run["train_images"] == 512 and run["model"] == "speedrun-net"
+    assert isinstance(run["accuracy"], float) and 0 <= run["accuracy"] <= 1
+    assert run["train_seconds"] > 0 and run["eval_seconds"] >= 0 and run["compile_seconds"] >= 0
+    assert run["seconds_to_target"] is None or run["seconds_to_target"] >= run["train_seconds"]
+    assert "missing_metrics" not in run, run["missing_metrics"]
+    assert fastnn["median_train_seconds"] == run["train_seconds"] and fastnn["median_accuracy"] == run["accuracy"]
+    assert report["ratio_fastnn_to_torch_published_train_seconds"] is None

@@ -12,7 +12,8 @@ from fastnn.cli import main
 def test_train_writes_metrics_json_and_a_model(mnist_dir, tmp_path, capsys):
     metrics, model = tmp_path / "m.json", tmp_path / "model.npz"
     code = main(["train", "--model", "mlp", "--epochs", "2", "--limit", "2000", "--batch-size", "50",
-                 "--optimizer", "momentum", "--lr", "0.05", "--data", str(mnist_dir), "--seed", "1",
+                 "--optimizer", "momentum", "--lr", "0.05", "--schedule", "constant", "--label-smoothing", "0",
+                 "--data", str(mnist_dir), "--seed", "1",
                  "--threads", "1", "--metrics", str(metrics), "--save", str(model), "--no-progress"])
     assert code == 0
     out = capsys.readouterr().out

@@ -134,7 +134,7 @@ def test_the_command_line_is_parsed_once(monkeypatch):
     args = seen[0]
     assert len(parsed) == 1
     assert args.given == {"lr", "epochs"}  # what a resumed run takes from the command line
-    assert (args.lr, args.epochs, args.model, args.batch_size, args.lr_decay) == (0.1, 2, "simple-cnn", 100, 1.0)
+    assert (args.lr, args.epochs, args.model, args.batch_size, args.lr_decay) == (0.1, 2, "simple-cnn", 100, None)
 
 
 def test_files_depend_on_models_not_the_other_way():

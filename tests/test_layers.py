@@ -118,6 +118,26 @@ def test_softmax_cross_entropy_gradient(rng):
     assert relative_error(grad, numerical_gradient(lambda z: loss.forward(z, labels), logits, 1e-6)) < TOL
 
 
+@pytest.mark.parametrize("smoothing", [0.1, 0.5])
+def test_label_smoothing_loss_and_gradient(rng, smoothing):
+    # the loss against the target q written out: -(q * log softmax).sum(1).mean()
+    logits, labels = rng.standard_normal((6, 4)), rng.integers(0, 4, 6)
+    q = np.full((6, 4), smoothing / 4)
+    q[np.arange(6), labels] += 1 - smoothing
+    log_p = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+    loss = SoftmaxCrossEntropy(smoothing)
+    assert loss.forward(logits, labels) == pytest.approx(-(q * log_p).sum(1).mean(), rel=1e-12)
+    grad = loss.backward()
+    np.testing.assert_allclose(grad, (np.exp(log_p) - q) / 6, rtol=1e-12, atol=1e-15)
+    assert relative_error(grad, numerical_gradient(lambda z: loss.forward(z, labels), logits, 1e-6)) < TOL
+
+
+@pytest.mark.parametrize("smoothing", [-0.1, 1.0, "0.1", None])
+def test_label_smoothing_out_of_range_is_refused(smoothing):
+    with pytest.raises(ValueError, match=r"smoothing must be a number in \[0, 1\)"):
+        SoftmaxCrossEntropy(smoothing)
+
+
 def test_mean_squared_error_gradient(rng):
     y, t = rng.standard_normal((4, 3)), rng.standard_normal((4, 3))
     loss = MeanSquaredError()

@@ -292,7 +292,7 @@ def test_divergence_keeps_the_last_good_checkpoint(tmp_path, numpy_backend):
     trainer = make_trainer(tmp_path / "ck.npz")
     trainer.fit(x, y, epochs=1)
     before = (tmp_path / "ck.npz").read_bytes()
-    trainer.optimizer.lr = 1e30  # far too large: the next steps overflow
+    trainer.optimizer.base_lr = 1e30  # far too large: the next steps overflow
     with pytest.raises(TrainingDivergedError) as info:
         trainer.fit(x, y, epochs=1)
     message = str(info.value)
@@ -307,7 +307,7 @@ def test_a_checkpoint_never_holds_non_finite_parameters(tmp_path, numpy_backend)
     x, y = tiny_data()
     trainer = make_trainer(tmp_path / "ck.npz", every=1)
     trainer.fit(x, y, epochs=1)
-    trainer.optimizer.lr = 1e30
+    trainer.optimizer.base_lr = 1e30
     with pytest.raises(TrainingDivergedError, match="learning rate"):
         trainer.fit(x, y, epochs=1)
     _, arrays = load_arrays(tmp_path / "ck.npz", CHECKPOINT_FORMAT)

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from fastnn import backends, load_model, models, optim, save_model
+from fastnn import backends, load_model, models, optim, save_model, schedules
 from fastnn.data import load_mnist
 from fastnn.errors import ShapeError
 from fastnn.train import Trainer
@@ -105,10 +105,11 @@ def test_fit_checks_its_data(mnist):
         trainer.fit(x_train[:10].reshape(10, 784), y_train[:10], epochs=1)
 
 
-def test_lr_decay_multiplies_the_learning_rate_every_epoch(mnist):
+def test_a_step_schedule_multiplies_the_learning_rate_every_epoch(mnist):
     x_train, y_train, _, _ = mnist
-    optimizer = optim.make("sgd", lr=0.1, lr_decay=0.5)
-    trainer = Trainer(models.build("mlp"), optimizer, batch_size=100, progress=False)
+    optimizer = optim.make("sgd", lr=0.1)
+    trainer = Trainer(models.build("mlp"), optimizer, batch_size=100, progress=False,
+                      schedule=schedules.Step(gamma=0.5))
     trainer.fit(x_train[:200], y_train[:200], epochs=3)
-    assert optimizer.lr == pytest.approx(0.1 * 0.5 ** 3)
-    assert optim.make(**optimizer.config()).lr_decay == 0.5  # checkpoints rebuild it from its config
+    assert optimizer.lr == pytest.approx(0.1 * 0.5 ** 2)  # the rate of the last step, in the third epoch
+    assert [m["lr"] for m in trainer.history] == pytest.approx([0.1, 0.05, 0.025])

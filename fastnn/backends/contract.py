@@ -71,8 +71,8 @@ KERNELS = {
     "batchnorm_inference": "batchnorm_inference(x, gamma, beta, mean, var, eps) -> y",
     "running_average_update": "running_average_update(avg, value, momentum)   avg = momentum*avg + (1-momentum)*value, in place",
     # --- losses ---------------------------------------------------------------------
-    "softmax_cross_entropy": "softmax_cross_entropy(logits, labels) -> (loss, cache)   (N, K), int64 (N,) -> float mean loss",
-    "softmax_cross_entropy_backward": "softmax_cross_entropy_backward(cache) -> dlogits   (softmax - onehot) / N",
+    "softmax_cross_entropy": "softmax_cross_entropy(logits, labels, smoothing=0.0) -> (loss, cache)   (N, K), int64 (N,) -> float mean of -(q * log softmax).sum(1), q = (1-smoothing)*onehot + smoothing/K",
+    "softmax_cross_entropy_backward": "softmax_cross_entropy_backward(cache) -> dlogits   (softmax - q) / N",
     "softmax": "softmax(logits) -> probabilities          (N, K), rows sum to 1",
     "mse_loss": "mse_loss(y, t) -> (loss, cache)          0.5 * sum((y - t)**2) / N",
     "mse_loss_backward": "mse_loss_backward(cache) -> dy",
@@ -86,13 +86,15 @@ KERNELS = {
     "rmsprop_update": "rmsprop_update(param, grad, sq_avg, lr, alpha, eps, weight_decay)",
     "adadelta_update": "adadelta_update(param, grad, sq_avg, delta_avg, lr, rho, eps, weight_decay)",
     "adam_update": "adam_update(param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay)   step counts from 1",
+    # --- augmentation ---------------------------------------------------------------
+    "warp_affine": "warp_affine(x, theta) -> y               x (N, C, H, W), theta (N, 2, 3) -> y (N, C, H, W): y[n, :, i, j] = bilinear sample of x[n] at column u, row v, (u, v) = theta[n] @ (j, i, 1), zeros outside",
 }
 
 NAMES = tuple(KERNELS)
 
 # the modules a backend package defines its kernels in (the same names in every backend); a
 # backend without ``fused`` runs the composition of its own unfused kernels (composed.py)
-MODULES = ("arrays", "dense", "conv", "fused", "pool", "activation", "norm", "loss", "optim")
+MODULES = ("arrays", "dense", "conv", "fused", "pool", "activation", "norm", "loss", "optim", "augment")
 
 
 def kernels_of(package: str) -> dict:

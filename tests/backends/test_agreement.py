@@ -215,13 +215,14 @@ def test_batchnorm(candidate, reference, rng, shape):
 
 # --------------------------------------------------------------------------------- losses
 
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
 @pytest.mark.parametrize("n,k", [(1, 10), (100, 10), (37, 13)])
-def test_softmax_cross_entropy(candidate, reference, rng, n, k):
+def test_softmax_cross_entropy(candidate, reference, rng, n, k, smoothing):
     logits = 5 * randn(rng, n, k)
     logits[0, 0] = 1000.0  # overflows a naive exp
     labels = rng.integers(0, k, n)
-    (loss, cache), _ = run(candidate, "softmax_cross_entropy", logits, labels)
-    want_loss, want_cache = reference.softmax_cross_entropy(logits, labels)
+    (loss, cache), _ = run(candidate, "softmax_cross_entropy", logits, labels, smoothing)
+    want_loss, want_cache = reference.softmax_cross_entropy(logits, labels, smoothing)
     assert isinstance(loss, float) and np.isfinite(loss)
     assert loss == pytest.approx(want_loss, rel=1e-5, abs=1e-5)
     got = candidate.to_host(candidate.softmax_cross_entropy_backward(cache))

@@ -19,7 +19,7 @@ from fastnn.errors import ShapeError
 from ..conftest import IN_CI, load_or_skip
 from .agree import forced_conv_algorithm, noncontiguous
 
-EXTENSION_MODULES = ("_activation", "_arrays", "_conv", "_dense", "_loss", "_optim", "_pool",
+EXTENSION_MODULES = ("_activation", "_arrays", "_augment", "_conv", "_dense", "_loss", "_optim", "_pool",
                      "_winograd")
 CONV_ALGORITHMS = ("im2col", "winograd", "winograd4")  # the cython backend's conv.CONV_ALGORITHMS
 

@@ -30,6 +30,7 @@ BUILD = "FASTNN_OPENMP=0 python setup.py build_ext --build-lib DIR --build-temp 
 KERNEL_TESTS = ["tests/backends/test_cython_ext.py", "tests/backends/test_cython_nonfinite.py",
                 "tests/backends/test_agreement.py", "tests/backends/test_fused.py",
                 "tests/backends/test_nonfinite.py", "tests/backends/test_winograd.py",
+                "tests/backends/test_augment.py",
                 "-k", "cython and not missing_extension", "-p", "no:randomly", "-p", "no:cacheprovider",
                 "-q"]
 

@@ -35,20 +35,28 @@ def _row_softmax(probs, logits, n):
 
 
 @cuda.jit
-def softmax_cross_entropy_kernel(loss, probs, logits, labels):
-    # logits (N, K), labels (N,) int64 -> probs (N, K) = softmax, loss (1,) = mean of -log p[label]
-    # NumPy: loss = -(shifted - log(exp(shifted).sum(1)))[arange(N), labels].mean()
+def softmax_cross_entropy_kernel(loss, probs, logits, labels, smoothing):
+    # logits (N, K), labels (N,) int64 -> probs (N, K) = softmax, loss (1,) = the mean over n of
+    # -(1 - smoothing) * log p[n, label] - smoothing * log p[n].mean()
+    # NumPy: log_p = shifted - log(exp(shifted).sum(1));
+    #        loss = -((1 - s) * log_p[arange(N), labels] + s * log_p.mean(1)).mean()
     shared = cuda.shared.array(REDUCE_THREADS, float32)
     t = cuda.threadIdx.x
     N, K = logits.shape[0], logits.shape[1]
     acc = float32(0.0)
     for n in range(t, N, cuda.blockDim.x):
         m, s = _row_softmax(probs, logits, n)
+        log_s = math.log(s)
         label = labels[n]
         if 0 <= label < K:
-            acc += math.log(s) - (logits[n, label] - m)    # -log_softmax[n, label]
+            acc += (float32(1.0) - smoothing) * (log_s - (logits[n, label] - m))  # -log_softmax[n, label]
         else:
             acc += NAN                                     # a bad label makes the loss NaN
+        if smoothing != 0:
+            row = float32(0.0)
+            for k in range(K):
+                row += log_s - (logits[n, k] - m)
+            acc += smoothing * row / float32(K)
     total = block_sum(shared, acc)
     if t == 0:
         loss[0] = total / float32(N)
@@ -63,15 +71,15 @@ def softmax_kernel(probs, logits):
 
 
 @cuda.jit
-def softmax_cross_entropy_backward_kernel(dlogits, probs, labels):
-    # dlogits (N, K) = (probs - onehot(labels)) / N
+def softmax_cross_entropy_backward_kernel(dlogits, probs, labels, smoothing):
+    # dlogits (N, K) = (probs - (1 - smoothing) * onehot(labels) - smoothing / K) / N
     i = cuda.grid(1)
     if i < dlogits.size:
         N, K = probs.shape[0], probs.shape[1]
         n, k = i // K, i % K
-        p = probs[n, k]
+        p = probs[n, k] - smoothing / float32(K)
         if k == labels[n]:
-            p -= float32(1.0)
+            p -= float32(1.0) - smoothing
         dlogits[n, k] = p / float32(N)
 
 
@@ -125,19 +133,21 @@ def softmax(logits):
     return probs
 
 
-def softmax_cross_entropy(logits, labels):
-    # logits (N, K), labels int64 (N,) -> (mean loss as a Python float, cache)
+def softmax_cross_entropy(logits, labels, smoothing=0.0):
+    # logits (N, K), labels int64 (N,) -> (mean loss as a Python float, cache);
+    # the target is q = (1 - smoothing) * onehot(labels) + smoothing / K
     require_device("softmax_cross_entropy", logits=logits, labels=labels)
     probs, loss = empty(logits.shape), empty(1)
-    softmax_cross_entropy_kernel[1, REDUCE_THREADS](loss, probs, logits, labels)
-    return float(loss.copy_to_host()[0]), (probs, labels)
+    smoothing = np.float32(smoothing)
+    softmax_cross_entropy_kernel[1, REDUCE_THREADS](loss, probs, logits, labels, smoothing)
+    return float(loss.copy_to_host()[0]), (probs, labels, smoothing)
 
 
 def softmax_cross_entropy_backward(cache):
-    # dlogits = (softmax - onehot(labels)) / N
-    probs, labels = cache
+    # dlogits = (softmax - q) / N
+    probs, labels, smoothing = cache
     dlogits = empty(probs.shape)
-    softmax_cross_entropy_backward_kernel[blocks(probs.size), THREADS](dlogits, probs, labels)
+    softmax_cross_entropy_backward_kernel[blocks(probs.size), THREADS](dlogits, probs, labels, smoothing)
     return dlogits
 
 

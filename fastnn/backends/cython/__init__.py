@@ -6,7 +6,7 @@ from ... import config
 
 config.quiet_idle_blas_threads()  # before fastnn_ext loads SciPy's BLAS (see config.py)
 try:
-    from fastnn_ext import (_activation, _arrays, _conv, _dense, _loss, _optim,  # noqa: F401
+    from fastnn_ext import (_activation, _arrays, _augment, _conv, _dense, _loss, _optim,  # noqa: F401
                             _pool, _winograd)
 except ImportError as e:
     from ...errors import BackendUnavailableError

@@ -19,20 +19,21 @@ def softmax(logits):
     return probs
 
 
-def softmax_cross_entropy(logits, labels):
-    # logits (N, K), labels int64 (N,) -> mean of -log softmax(logits)[n, labels[n]]
+def softmax_cross_entropy(logits, labels, smoothing=0.0):
+    # logits (N, K), labels int64 (N,) -> mean of -(q * log softmax(logits)).sum(1),
+    # q = (1 - smoothing) * onehot(labels) + smoothing / K
     (logits,) = floats(logits)
     labels = _labels(labels)
     log_p = np.empty_like(logits)
-    loss = _loss.softmax_cross_entropy(log_p, logits, labels)
-    return float(loss), (log_p, labels)
+    loss = _loss.softmax_cross_entropy(log_p, logits, labels, smoothing)
+    return float(loss), (log_p, labels, smoothing)
 
 
 def softmax_cross_entropy_backward(cache):
-    # dlogits = (softmax - onehot(labels)) / N
-    log_p, labels = cache
+    # dlogits = (softmax - q) / N
+    log_p, labels, smoothing = cache
     dlogits = np.empty_like(log_p)
-    _loss.softmax_cross_entropy_backward(dlogits, log_p, labels)
+    _loss.softmax_cross_entropy_backward(dlogits, log_p, labels, smoothing)
     return dlogits
 
 

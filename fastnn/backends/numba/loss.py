@@ -37,8 +37,9 @@ def _softmax(p, logits):
 
 
 @njit(cache=True)
-def _cross_entropy(p, logits, labels):
-    # logits (N, K), labels (N,) -> p = softmax(logits) (N, K), mean(-log p[n, labels[n]])
+def _cross_entropy(p, logits, labels, smoothing):
+    # logits (N, K), labels (N,) -> p = softmax(logits) (N, K),
+    # mean(-(1 - smoothing) * log p[n, labels[n]] - smoothing * log p[n].mean())
     # (the log-probability is taken as shifted - log(sum exp(shifted)), so it never sees log(0))
     N, K = logits.shape
     loss = 0.0
@@ -46,19 +47,26 @@ def _cross_entropy(p, logits, labels):
         if labels[n] < 0 or labels[n] >= K:  # an index out of bounds would read any memory
             raise IndexError("softmax_cross_entropy: a label lies outside 0..K-1")
         top, total = _softmax_row(p, logits, n)
-        loss -= logits[n, labels[n]] - top - np.log(total)
+        log_total = np.log(total)
+        loss -= (1 - smoothing) * (logits[n, labels[n]] - top - log_total)
+        if smoothing != 0:
+            row_mean = 0.0
+            for k in range(K):
+                row_mean += logits[n, k] - top - log_total
+            loss -= smoothing * row_mean / K
     return loss / N
 
 
 @njit(cache=True)
-def _cross_entropy_backward(dlogits, p, labels):
-    # dlogits = (p - onehot(labels)) / N
+def _cross_entropy_backward(dlogits, p, labels, smoothing):
+    # dlogits = (p - (1 - smoothing) * onehot(labels) - smoothing / K) / N
     N, K = p.shape
     scale = np.float32(1.0 / N)
+    spread = np.float32(smoothing / K)
     for n in range(N):
         for k in range(K):
-            dlogits[n, k] = p[n, k] * scale
-        dlogits[n, labels[n]] -= scale
+            dlogits[n, k] = (p[n, k] - spread) * scale
+        dlogits[n, labels[n]] -= np.float32(1 - smoothing) * scale
 
 
 @njit(cache=True)
@@ -79,19 +87,20 @@ def softmax(logits):
     return p
 
 
-def softmax_cross_entropy(logits, labels):
-    # logits (N, K), labels int64 (N,) -> mean of -log softmax(logits)[n, labels[n]]
+def softmax_cross_entropy(logits, labels, smoothing=0.0):
+    # logits (N, K), labels int64 (N,) -> mean of -(q * log softmax(logits)).sum(1),
+    # q = (1 - smoothing) * onehot(labels) + smoothing / K
     logits, labels = f32(logits), np.ascontiguousarray(labels, dtype=np.int64)
     p = np.empty_like(logits)
-    loss = _cross_entropy(p, logits, labels)
-    return float(loss), (p, labels)
+    loss = _cross_entropy(p, logits, labels, float(smoothing))
+    return float(loss), (p, labels, float(smoothing))
 
 
 def softmax_cross_entropy_backward(cache):
-    # dlogits = (softmax - onehot(labels)) / N
-    p, labels = cache
+    # dlogits = (softmax - q) / N
+    p, labels, smoothing = cache
     dlogits = np.empty_like(p)
-    _cross_entropy_backward(dlogits, p, labels)
+    _cross_entropy_backward(dlogits, p, labels, smoothing)
     return dlogits
 
 

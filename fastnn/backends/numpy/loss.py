@@ -8,20 +8,25 @@ def softmax(logits):
     return e / e.sum(axis=1, keepdims=True)
 
 
-def softmax_cross_entropy(logits, labels):
-    # logits (N, K), labels int64 (N,) -> mean of -log softmax(logits)[n, labels[n]]
+def softmax_cross_entropy(logits, labels, smoothing=0.0):
+    # logits (N, K), labels int64 (N,) -> mean over n of -(q[n] * log softmax(logits)[n]).sum(),
+    # q[n] = (1 - smoothing) * onehot(labels[n]) + smoothing / K   (label smoothing; 0: plain)
     shifted = logits - logits.max(axis=1, keepdims=True)
     log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
     rows = np.arange(len(labels))
     loss = -log_p[rows, labels].mean()
-    return float(loss), (log_p, labels)
+    if smoothing:
+        loss = (1 - smoothing) * loss - smoothing * log_p.mean(axis=1).mean()
+    return float(loss), (log_p, labels, smoothing)
 
 
 def softmax_cross_entropy_backward(cache):
-    # dlogits = (softmax - onehot(labels)) / N
-    log_p, labels = cache
+    # dlogits = (softmax - q) / N, q the (smoothed) target above
+    log_p, labels, smoothing = cache
     dlogits = np.exp(log_p)
-    dlogits[np.arange(len(labels)), labels] -= 1
+    if smoothing:
+        dlogits -= dlogits.dtype.type(smoothing / log_p.shape[1])
+    dlogits[np.arange(len(labels)), labels] -= dlogits.dtype.type(1 - smoothing)
     return dlogits / dlogits.dtype.type(len(labels))
 
 
