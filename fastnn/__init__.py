@@ -17,6 +17,7 @@ from . import backends, schedules
 from .augment import RandomAffine
 from .checkpoint import load_model, save_model
 from .data import load_mnist
+from .digits import load_digit
 from .errors import (BackendUnavailableError, CheckpointError, ConfigError, DataError, FastnnError, ShapeError,
                      TrainingDivergedError)
 from .gradcheck import gradient_check, numerical_gradient
@@ -24,6 +25,7 @@ from .layers import AvgPool2D, BatchNorm, Conv2D, Dense, Dropout, Flatten, MaxPo
 from .losses import MeanSquaredError, SoftmaxCrossEntropy
 from .model import Sequential
 from .models import build as build_model
+from .onnx_export import to_onnx
 from .optim import SGD, AdaGrad, Adadelta, Adam, Momentum, Nesterov, RMSprop
 from .optim import make as make_optimizer
 from .regularization import L1, L2, ElasticNet

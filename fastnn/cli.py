@@ -1,4 +1,4 @@
-"""The command line: ``fastnn train | evaluate | info | bench``.
+"""The command line: ``fastnn train | evaluate | predict | export | summary | info | bench``.
 
 Errors fastnn knows about print one line and exit 1; bad arguments print usage and exit 2.
 """
@@ -15,8 +15,11 @@ from . import __version__, backends, config, schedules
 from .augment import RandomAffine
 from .errors import BackendUnavailableError, ConfigError, FastnnError
 from .models import MODELS
+from .onnx_export import DEFAULT_OPSET, cmd_export
 from .optim import OPTIMIZERS
+from .predict import cmd_predict
 from .recipes import RECIPE_BACKENDS, RECIPES
+from .summary import cmd_summary
 
 # The default run (simple-cnn, Adam, 5 epochs): a one-cycle schedule peaking at 3e-3 and label
 # smoothing 0.1 took it from 98.43-98.51% (Adam 1e-3, constant) to 99.05-99.23% over 5 seeds; the
@@ -122,7 +125,8 @@ def parser():
     defaults in ``run_defaults``: main() needs to know which the command line named."""
     top = argparse.ArgumentParser(prog="fastnn", description="Train readable MNIST CNNs on compiled kernels.")
     top.add_argument("--version", action="version", version=f"fastnn {__version__}")
-    sub = top.add_subparsers(dest="command", required=True, metavar="{train,evaluate,info,bench}")
+    sub = top.add_subparsers(dest="command", required=True,
+                             metavar="{train,evaluate,predict,info,bench,summary,export}")
 
     p = sub.add_parser("train", help="train a model on MNIST")
     p.add_argument("--model", choices=tuple(MODELS), default="simple-cnn")
@@ -187,6 +191,25 @@ def parser():
     p.add_argument("model_file", metavar="MODEL.npz")
     add_backend_args(p)
     add_data_args(p, default_dataset=None)
+
+    p = sub.add_parser("predict", help="the digits in your own images (PNG, JPEG, BMP, GIF, .npy) by a saved model")
+    p.add_argument("model_file", metavar="MODEL.npz")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files, or directories of them")
+    p.add_argument("--top", type=positive_int, default=1, metavar="K", help="print the K most probable labels")
+    p.add_argument("--json", action="store_true", help="print a JSON list of {path, label, probabilities}")
+    add_backend_args(p)
+
+    p = sub.add_parser("summary", help="layers, output shapes, parameters and FLOPs of a saved or named model",
+                       usage="%(prog)s [-h] (MODEL.npz | --model NAME)")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("model_file", nargs="?", metavar="MODEL.npz", help="a saved model or checkpoint")
+    which.add_argument("--model", choices=tuple(MODELS), help="a named model, freshly built")
+
+    p = sub.add_parser("export", help="write a saved model as an ONNX file (needs fastnn[onnx])")
+    p.add_argument("model_file", metavar="MODEL.npz", help="a saved model or checkpoint")
+    p.add_argument("out_file", metavar="OUT.onnx")
+    p.add_argument("--opset", type=positive_int, default=DEFAULT_OPSET, help="ONNX opset, 17 or newer "
+                   "(default %(default)s)")
 
     p = sub.add_parser("info", help="backends, threads and versions")
 
@@ -444,7 +467,8 @@ def cmd_bench(args):
     return 0
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "info": cmd_info, "bench": cmd_bench}
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "info": cmd_info, "bench": cmd_bench,
+            "summary": cmd_summary, "export": cmd_export, "predict": cmd_predict}
 
 
 def main(argv=None):

@@ -165,6 +165,13 @@ class Sequential:
                for _, xb in self.batches(check_images(x, self), batch_size)]
         return np.concatenate(out)
 
+    def predict_proba(self, x, batch_size=1000):
+        """Class probabilities (N, K) float32 (host), the backend's softmax of the logits; rows sum to 1."""
+        K = backends.get()
+        out = [K.to_host(K.softmax(self.forward(K.to_device(xb), train=False)))
+               for _, xb in self.batches(check_images(x, self), batch_size)]
+        return np.concatenate(out).astype(np.float32, copy=False)
+
     def evaluate(self, x, y, batch_size=1000):
         """(mean cross-entropy, accuracy as a fraction) on host images x and labels y."""
         K = backends.get()
@@ -198,21 +205,15 @@ class Sequential:
         return cls(layers, config["input_shape"], name=config.get("name", "model"))
 
     def summary(self) -> str:
-        lines, shape = [f"{self.name}: input {self.input_shape}"], self.input_shape
-        for i, layer in enumerate(self.layers):
-            shape = layer.output_shape(shape)
-            n = sum(int(np.prod(p.shape)) for p in layer.params.values())
-            lines.append(f"  {i:2d} {layer!r:60s} -> {shape}  ({n:,} parameters)")
-        lines.append(f"  total {self.num_params():,} parameters")
-        lines.append("  plan (fused kernels in brackets; FASTNN_FUSION=0 or fuse=False runs each layer alone):"
-                     if self.fuse else "  plan: every layer alone (fusion off)")
-        first = 0
-        for step in self.steps:
-            last = first + len(step.layers) - 1
-            span = f"{first}" if first == last else f"{first}-{last}"
-            lines.append(f"    {span:>5} {step!r}")
-            first = last + 1
-        return "\n".join(lines)
+        """Layers, output shapes, parameters, FLOPs per image and the plan, as text (Keras's prints it;
+        this returns it: ``print(model.summary())``). fastnn/summary.py says what is counted."""
+        from .summary import summary
+        return summary(self)
+
+    def to_onnx(self, path, opset=17):
+        """Write this model to ``path`` as an ONNX file (fastnn/onnx_export.py; needs fastnn[onnx])."""
+        from .onnx_export import to_onnx
+        return to_onnx(self, path, opset)
 
     def __repr__(self):
         return self.summary()
