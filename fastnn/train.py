@@ -82,6 +82,11 @@ class Trainer:
         self.model, self.optimizer = model, optimizer
         self.regularizer = regularizer  # its penalty joins the loss, its gradient the weights' gradients
         self.progress = progress
+        if schedule is not None and not isinstance(schedule, schedules.Schedule):
+            raise ConfigError(f"schedule must be a fastnn.schedules schedule (e.g. schedules.make('onecycle')) "
+                              f"or None, not {schedule!r}")
+        if augment is not None and not isinstance(augment, RandomAffine):
+            raise ConfigError(f"augment must be a fastnn.RandomAffine or None, not {augment!r}")
         self.schedule = schedules.Constant() if schedule is None else schedule
         self.loss = SoftmaxCrossEntropy(label_smoothing)
         self.label_smoothing = float(label_smoothing)

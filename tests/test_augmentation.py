@@ -91,3 +91,12 @@ def test_a_seed_warps_the_same_images_on_every_backend(name):
     for (_, seen_want, labels_want), (_, seen_got, labels_got) in zip(want, got):
         np.testing.assert_allclose(seen_got, seen_want, rtol=1e-5, atol=1e-5)
         np.testing.assert_array_equal(labels_got, labels_want)
+
+
+@pytest.mark.parametrize("kwargs,message", [({"augment": 5}, "augment must be a fastnn.RandomAffine or None"),
+                                            ({"schedule": "onecycle"}, "schedule must be a fastnn.schedules"),
+                                            ({"label_smoothing": 1.5}, r"smoothing must be a number in \[0, 1\)")])
+def test_the_trainer_refuses_a_wrong_augment_schedule_or_smoothing(kwargs, message):
+    from fastnn.errors import ConfigError
+    with pytest.raises(ConfigError, match=message):
+        Trainer(tiny_model(), optim.make("sgd"), **kwargs)
