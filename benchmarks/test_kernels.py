@@ -1,14 +1,15 @@
-"""Every hot kernel on every backend, on the shapes of simple-cnn (batch 100) and pytorch-net (batch 64),
-and deep-cnn's convolutions (batch 100).
+"""Every hot kernel of one backend, on the shapes of simple-cnn (batch 100) and pytorch-net (batch 64),
+and deep-cnn's convolutions (batch 100). One backend per process (benchmarks/conftest.py says why,
+and how to compare the backends' saved runs):
 
-    pytest benchmarks --benchmark-only                         # all
-    pytest benchmarks --benchmark-only -k "simple-cnn and conv" # a part
-    pytest benchmarks --benchmark-only --benchmark-columns=min,median,ops
+    pytest benchmarks --benchmark-only --backend cython                          # all kernels
+    pytest benchmarks --benchmark-only --backend numba -k "simple-cnn and conv"  # a part
 
-``benchmark.group`` is "<model> <layer> <kernel>", so each table row group compares the
-backends on one kernel and shape. Each kernel runs once before timing (Numba compiles on
-the first call; that is left out). CUDA launches return at once: the timed call ends with
-a synchronisation so the clock stops when the GPU is done.
+A test's name and ``benchmark.group`` ("<model> | <layer> | <kernel>") are the same in every
+backend's run, so a comparison of saved runs grouped by group puts the backends of one kernel
+and shape side by side. Each kernel runs once before timing (Numba compiles on the first call;
+that is left out). CUDA launches return at once: the timed call ends with a synchronisation so
+the clock stops when the GPU is done.
 """
 import numpy as np
 import pytest
@@ -174,8 +175,12 @@ def _cases():
 CASES = _cases()
 
 
-@pytest.mark.parametrize("model,layer,kernel,setup", CASES,
-                         ids=[f"{m}-{layer.split()[0]}-{k.split()[0]}" for m, layer, k, _ in CASES])
+def case_id(model, layer, kernel):
+    """"simple-cnn-dense_4320->100-dense_forward": unique, and the same whatever the backend."""
+    return f"{model}-{layer.replace(' ', '_').replace('(', '').replace(')', '')}-{kernel.split()[0]}"
+
+
+@pytest.mark.parametrize("model,layer,kernel,setup", CASES, ids=[case_id(m, layer, k) for m, layer, k, _ in CASES])
 def test_kernel(benchmark, kernels, model, layer, kernel, setup):
     K = kernels
     run = setup(K, np.random.default_rng(SEED))

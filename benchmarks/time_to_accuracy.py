@@ -25,7 +25,7 @@ torch-published
 torch-fastnn-recipe
     fastnn's recipe in PyTorch: the same loop, with the settings of fastnn.recipes.RECIPES["speedrun"]
     (batch, epochs, lr, betas, weight decay, label smoothing) and its model read off fastnn's layer by
-    layer (train_throughput.torch_twin). fastnn's one-cycle with a warm-up of W steps rises over steps
+    layer (fastnn.bench.torch_twin). fastnn's one-cycle with a warm-up of W steps rises over steps
     0..W-1, as OneCycleLR does with pct_start = W / total_steps (fastnn/schedules.py), so that is the
     pct_start used (W = 47 of 235 steps: 0.2).
 
@@ -96,14 +96,6 @@ def median_or_none(values):
 
 # ------------------------------------------------------------------------ PyTorch, in its own process
 
-def train_throughput():
-    """benchmarks/train_throughput.py as a module (benchmarks/ is not a package): its torch_twin."""
-    spec = importlib.util.spec_from_file_location("train_throughput", Path(__file__).with_name("train_throughput.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def published_net():
     import torch.nn as nn
     return nn.Sequential(
@@ -135,7 +127,7 @@ def torch_settings(name, n_train):
     ignored = [k for k in ("augment", "cycle_momentum", "eps") if recipe.get(k)]
     if ignored:
         settings["ignored_recipe_settings"] = ignored  # no twin in this loop: said in the results
-    twin = train_throughput().torch_twin
+    from fastnn.bench import torch_twin as twin
     return (lambda: twin(models.build(recipe["model"]))), settings
 
 

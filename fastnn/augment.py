@@ -2,7 +2,9 @@
 
 ``RandomAffine`` draws one affine map per image on the host, from the trainer's own seeded
 generator, and the backend's ``warp_affine`` kernel applies them (bilinear, zeros outside), so a
-seed gives the same images on every backend, and a resumed run the same images as an unbroken one.
+seed gives the same images on every CPU backend, and a resumed run the same images as an unbroken
+one. On cuda the trainer's generator lives on the device (fastnn/backends/cuda/rng.py) and draws
+the maps there, with the same distribution but its own numbers.
 
     trainer = fastnn.Trainer(model, optimizer, augment=fastnn.RandomAffine(shift=2, degrees=10))
 """
@@ -44,7 +46,10 @@ class RandomAffine:
                              "augmentation needs a model whose input is an image, not a flat vector")
         n, _, height, width = x.shape
         K = backends.get()
-        return K.warp_affine(x, K.to_device(self.thetas(n, rng, height, width)))
+        draw = getattr(rng, "random_affine", None)  # a device generator (cuda's) draws the maps there
+        theta = (draw(n, self.shift, self.degrees, height, width) if draw is not None
+                 else K.to_device(self.thetas(n, rng, height, width)))
+        return K.warp_affine(x, theta)
 
     def config(self):
         return {"shift": self.shift, "degrees": self.degrees}

@@ -31,9 +31,13 @@ _writes = 0  # atomic writes by this process, counted for FASTNN_TEST_KILL=write
 
 
 def test_kill(kind, count):
-    """Crash tests only: SIGKILL this process (no clean-up at all) if FASTNN_TEST_KILL names this point."""
-    if config.test_kill_point() == (kind, count):
+    """Crash tests only: SIGKILL this process (no clean-up at all) if FASTNN_TEST_KILL names this point
+    (or SIGSTOP it, for stop:N after step N: a hung process)."""
+    point = config.test_kill_point()
+    if point == (kind, count):
         os.kill(os.getpid(), signal.SIGKILL)
+    if kind == "step" and point == ("stop", count):
+        os.kill(os.getpid(), signal.SIGSTOP)
 
 
 def _mode_for(path):

@@ -1,8 +1,13 @@
 """The command line: ``fastnn train | evaluate | predict | export | summary | info | bench``.
 
 Errors fastnn knows about print one line and exit 1; bad arguments print usage and exit 2.
+In a distributed run (``mpiexec -n N fastnn train --distributed``) an error that every rank meets
+at the same point (a setting, a NaN loss) is printed once, by rank 0; one that a rank meets alone
+is printed with its rank, and MPI_Abort then stops the other ranks, which would otherwise wait
+for it at the next step.
 """
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -13,7 +18,7 @@ import numpy as np
 
 from . import __version__, backends, config, schedules
 from .augment import RandomAffine
-from .errors import BackendUnavailableError, ConfigError, FastnnError
+from .errors import BackendUnavailableError, ConfigError, FastnnError, TrainingDivergedError
 from .models import MODELS
 from .onnx_export import DEFAULT_OPSET, cmd_export
 from .optim import OPTIMIZERS
@@ -184,6 +189,9 @@ def parser():
                    help="also write the checkpoint every N training steps")
     p.add_argument("--resume", metavar="PATH", help="continue the run saved in this checkpoint with its settings "
                    "(--epochs may extend it); it goes on checkpointing there unless --checkpoint names another file")
+    p.add_argument("--distributed", action="store_true", help="data-parallel training over MPI, each process one "
+                   "rank: mpiexec -n N fastnn train --distributed ... (needs fastnn[mpi]). --batch-size is then the "
+                   "global batch, split over the ranks; --threads defaults to the cores shared out among them")
     p.set_defaults(run_defaults={name: p.get_default(name) for name in RUN_SETTINGS},
                    **{name: UNSET for name in RUN_SETTINGS})
 
@@ -213,13 +221,12 @@ def parser():
 
     p = sub.add_parser("info", help="backends, threads and versions")
 
-    p = sub.add_parser("bench", help="training throughput (images/s) of each available backend")
-    p.add_argument("--model", choices=tuple(MODELS), default="simple-cnn")
-    p.add_argument("--batch-size", type=positive_int, default=100)
-    p.add_argument("--optimizer", choices=tuple(OPTIMIZERS), default="adam")
-    p.add_argument("--steps", type=positive_int, default=20, help="timed training steps per backend")
-    p.add_argument("--backends", help="comma-separated (default: every available backend)")
-    p.add_argument("--threads", type=positive_int)
+    p = sub.add_parser("bench", help="training images/s of each backend and PyTorch, each in its own process",
+                       description="Training throughput of each backend (and PyTorch when importable), each run "
+                       "in a fresh process with the same threads; the median images/s of --repeats runs, the "
+                       "ratios to PyTorch and numpy, compile seconds, and the machine's facts (fastnn/bench.py).")
+    from .bench import add_arguments as add_bench_arguments
+    add_bench_arguments(p)
     return top
 
 
@@ -294,13 +301,29 @@ def make_optimizer(args):
 
 
 def run_summary(trainer) -> dict:
-    """What the metrics JSON says about the whole run (fastnn.Trainer's clock and evaluations)."""
-    return {"seconds_to_target": trainer.seconds_to_target,
-            "train_seconds_total": sum(m["train_seconds"] for m in trainer.history),
-            "run_seconds": trainer.clock(), "evaluations": trainer.evaluations}
+    """What the metrics JSON says about the whole run (fastnn.Trainer's clock and evaluations, and
+    a distributed run's Allreduce)."""
+    summary = {"seconds_to_target": trainer.seconds_to_target,
+               "train_seconds_total": sum(m["train_seconds"] for m in trainer.history),
+               "run_seconds": trainer.clock(), "evaluations": trainer.evaluations}
+    if trainer.parallel is not None:
+        summary.update(trainer.parallel.summary())
+    return summary
 
 
 def cmd_train(args):
+    """``train``; with --distributed, as one rank of an MPI run (rank 0 alone prints and writes files)."""
+    args.parallel = None
+    if args.distributed:
+        from .distributed import DataParallel
+        args.parallel = DataParallel.launched()
+        if not args.parallel.is_root:
+            with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+                return run_training(args)
+    return run_training(args)
+
+
+def run_training(args):
     from . import models
     from .data import load_mnist
     from .train import Trainer
@@ -326,11 +349,14 @@ def cmd_train(args):
         except (BackendUnavailableError, ImportError) as e:
             print(f"note: recipe {args.recipe} runs fastest on the {recipe_backend} backend, which is unavailable "
                   f"here ({e}); using {config.backend_name()}")
+    parallel = args.parallel
+    if parallel is not None and not args.threads:
+        args.threads = parallel.local_threads()
     K, n_threads = select_backend(args)
     trainer = None
     if args.resume:  # read it before the data: a bad checkpoint fails at once
-        trainer = Trainer.from_checkpoint(args.resume, progress=not args.no_progress,
-                                          checkpoint_path=checkpoint_path, checkpoint_every=args.checkpoint_every)
+        trainer = Trainer.from_checkpoint(args.resume, progress=not args.no_progress, checkpoint_path=checkpoint_path,
+                                          checkpoint_every=args.checkpoint_every, parallel=parallel)
         take_saved_settings(args, trainer.settings)
         trainer.settings["epochs"] = args.epochs  # an extended run is resumed to its new end
     if args.patience and not args.validation:
@@ -352,8 +378,10 @@ def cmd_train(args):
         trainer = Trainer(model, make_optimizer(args), batch_size=args.batch_size, seed=args.seed,
                           progress=not args.no_progress, checkpoint_path=checkpoint_path,
                           checkpoint_every=args.checkpoint_every, settings=settings, schedule=make_schedule(args),
-                          label_smoothing=args.label_smoothing, augment=augment)
+                          label_smoothing=args.label_smoothing, augment=augment, parallel=parallel)
     model, optimizer = trainer.model, trainer.optimizer
+    world_size = 1 if parallel is None else parallel.size
+    writes = parallel is None or parallel.is_root  # rank 0 alone writes --save, --metrics and --plot
     if args.no_fusion:
         model.set_fusion(False)
     recipe = f"recipe {args.recipe}: " if args.recipe else ""
@@ -361,7 +389,9 @@ def cmd_train(args):
           f"{n_threads} threads, {args.optimizer} lr {optimizer.base_lr:g} ({trainer.schedule.name} schedule), "
           f"batch {args.batch_size}, fusion {'on' if model.fuse else 'off'}"
           + (f", label smoothing {trainer.label_smoothing:g}" if trainer.label_smoothing else "")
-          + (f", augment {trainer.augment!r}" if trainer.augment is not None else ""))
+          + (f", augment {trainer.augment!r}" if trainer.augment is not None else "")
+          + (f", {world_size} ranks ({n_threads} threads each; a global batch of {args.batch_size} is "
+             f"{args.batch_size // world_size} images per rank)" if parallel is not None else ""))
     if args.resume:
         print(f"resuming {args.resume}: {trainer.epoch} epochs and {trainer.step} steps of the next done")
         was = (trainer.settings.get("backend"), trainer.settings.get("threads"))
@@ -375,7 +405,7 @@ def cmd_train(args):
                "schedule": trainer.schedule.config(), "label_smoothing": trainer.label_smoothing,
                "augment": trainer.augment_config,
                "target_accuracy": args.target_accuracy, "compile_seconds": trainer.compile_seconds,
-               "epochs": list(trainer.history), **run_summary(trainer)}
+               "world_size": world_size, "epochs": list(trainer.history), **run_summary(trainer)}
 
     def report(trainer, m):
         line = (f"epoch {m['epoch']}/{args.epochs}  train loss {m['train_loss']:.4f}  "
@@ -391,7 +421,7 @@ def cmd_train(args):
                   f"{where['epoch']:.2f}) in {trainer.seconds_to_target:.2f} s of training and evaluating")
         metrics["epochs"].append(m)
         metrics.update(run_summary(trainer))
-        if args.metrics:
+        if args.metrics and writes:
             write_json(args.metrics, metrics)
 
     history = trainer.history
@@ -409,6 +439,8 @@ def cmd_train(args):
         print(f"nothing left to train: the run in {args.resume} finished its {trainer.epoch} epochs")
     if history and history[-1].get("early_stop"):
         print(f"early stop: no better validation loss for {args.patience} epochs; kept the best epoch's parameters")
+    if not writes:
+        return 0
     if args.save:
         from .checkpoint import save_model
         save_model(args.save, model, metadata={"dataset": args.dataset, "metrics": metrics})
@@ -455,16 +487,18 @@ def cmd_info(args):
     for pool in threadpoolctl.threadpool_info():
         print(f"  {pool['user_api']}: {pool['internal_api']} {pool.get('version')} ({pool['num_threads']} threads)")
     print(f"fusion: {'on' if config.fusion() else 'off'} (FASTNN_FUSION, default on)")
+    from .distributed import mpi_status
+    print(f"distributed (MPI): {mpi_status()}")
     print(f"data: {config.data_dir() or '(FASTNN_DATA unset)'}; cache {config.cache_dir()}")
     return 0
 
 
 def cmd_bench(args):
-    from .bench import run_bench
-    names = args.backends.split(",") if args.backends else None
-    run_bench(args.model, names, batch_size=args.batch_size, optimizer=args.optimizer, steps=args.steps,
-              n_threads=args.threads)
-    return 0
+    from .bench import failures, run_from_args
+    failed = failures(run_from_args(args))
+    if failed:
+        print(f"fastnn bench: error: {len(failed)} measurement(s) failed: {'; '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "info": cmd_info, "bench": cmd_bench,
@@ -484,10 +518,10 @@ def main(argv=None):
                 setattr(args, name, default)
     try:
         return COMMANDS[args.command](args)
-    except FastnnError as e:
-        print(f"fastnn {args.command}: error: {e}", file=sys.stderr)
-        return 1
-    except OSError as e:  # a full disk, a file that vanished, no permission
+    except (FastnnError, OSError) as e:  # OSError: a full disk, a file that vanished, no permission
+        parallel = getattr(args, "parallel", None)
+        if parallel is not None and parallel.size > 1:
+            return distributed_error(args, parallel, e)
         print(f"fastnn {args.command}: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -497,6 +531,26 @@ def main(argv=None):
             print(f"the last checkpoint is {checkpoint}: continue with  fastnn train --resume {checkpoint}",
                   file=sys.stderr)
         return 130
+    except BaseException:  # a bug, on one rank of a distributed run: the others must not wait for it
+        parallel = getattr(args, "parallel", None)
+        if parallel is None or parallel.size == 1:
+            raise
+        import traceback
+        print(f"fastnn {args.command}: rank {parallel.rank} of {parallel.size} failed:", file=sys.stderr)
+        traceback.print_exc()
+        sys.stderr.flush()
+        parallel.abort(1)
+
+
+def distributed_error(args, parallel, error):
+    """An error in a distributed run: see the module's docstring."""
+    if isinstance(error, (ConfigError, TrainingDivergedError)):  # every rank meets these at the same step
+        if parallel.is_root:
+            print(f"fastnn {args.command}: error: {error}", file=sys.stderr)
+        return 1
+    print(f"fastnn {args.command}: error on rank {parallel.rank} of {parallel.size}: {error}; stopping all ranks",
+          file=sys.stderr, flush=True)
+    parallel.abort(1)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@ FASTNN_CONV_ALGO     auto | im2col | direct | winograd | winograd4: force one co
 FASTNN_FUSION        1 | 0: run Conv2D/Dense -> ReLU (-> MaxPool2D) chains as fused kernels (default 1)
 XDG_CACHE_HOME       the user cache directory root (downloads go to <it>/fastnn)
 OPENBLAS_THREAD_TIMEOUT  set (if unset) by quiet_idle_blas_threads, for the compiled backends
-FASTNN_TEST_KILL     tests only: step:N | write:N, see test_kill_point()
+FASTNN_MPI_TIMEOUT   seconds a distributed run's ranks wait for each other at a step (default 600)
+PMI_RANK, OMPI_COMM_WORLD_RANK, PMIX_RANK   the rank an MPI launcher gave this process (read only)
+FASTNN_TEST_KILL     tests only: step:N | write:N | stop:N, optionally @RANK; see test_kill_point()
 """
 import math
 import os
@@ -127,11 +129,45 @@ def quiet_idle_blas_threads():
 def test_kill_point() -> tuple[str, int] | None:
     """FASTNN_TEST_KILL=step:N or write:N, for the crash tests only: the process kills itself
     (SIGKILL, no clean-up) right after training step N, or halfway through its Nth atomic
-    file write, so tests can prove that checkpoints survive a crash at a known point."""
+    file write, so tests can prove that checkpoints survive a crash at a known point. stop:N
+    stops the process instead (SIGSTOP: alive, but hung) after step N. A suffix @R (step:N@1)
+    limits it to the process that an MPI launcher started as rank R."""
     value = os.environ.get("FASTNN_TEST_KILL", "").strip()
     if not value:
         return None
-    kind, _, n = value.partition(":")
-    if kind not in ("step", "write") or not n.isdigit() or int(n) < 1:
-        raise ConfigError(f"FASTNN_TEST_KILL={value!r}: expected step:N or write:N with N >= 1")
+    point, _, rank = value.partition("@")
+    kind, _, n = point.partition(":")
+    if kind not in ("step", "write", "stop") or not n.isdigit() or int(n) < 1 or (rank and not rank.isdigit()):
+        raise ConfigError(f"FASTNN_TEST_KILL={value!r}: expected step:N, write:N or stop:N with N >= 1, "
+                          f"optionally @RANK")
+    if rank and int(rank) != launcher_rank():
+        return None
     return kind, int(n)
+
+
+# the variables MPI launchers set for the processes they start: MPICH's and Intel MPI's hydra,
+# Open MPI's mpirun, and PMIx launchers (Slurm's srun among them)
+LAUNCHER_RANK_VARIABLES = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK")
+
+
+def launcher_rank() -> int | None:
+    """This process's rank as an MPI launcher set it (None: not started by one); read without MPI."""
+    for name in LAUNCHER_RANK_VARIABLES:
+        value = os.environ.get(name, "").strip()
+        if value.isdigit():
+            return int(value)
+    return None
+
+
+def mpi_timeout() -> float:
+    """FASTNN_MPI_TIMEOUT: the seconds a rank waits for the others at a step's Allreduce (default 600)."""
+    value = os.environ.get("FASTNN_MPI_TIMEOUT", "").strip()
+    if not value:
+        return 600.0
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not seconds > 0 or math.isinf(seconds):
+        raise ConfigError(f"FASTNN_MPI_TIMEOUT={value!r}: give a number of seconds greater than 0")
+    return seconds

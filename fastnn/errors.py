@@ -27,3 +27,7 @@ class CheckpointError(FastnnError, ValueError):
 
 class TrainingDivergedError(FastnnError, RuntimeError):
     """The loss became NaN or infinite."""
+
+
+class DistributedError(FastnnError, RuntimeError):
+    """A distributed run cannot start (no MPI, no launcher) or its ranks lost each other."""

@@ -62,6 +62,11 @@ class SoftmaxCrossEntropy:
             check_labels(K.to_host(labels), n, k, "SoftmaxCrossEntropy: labels")
         return loss
 
+    def forward_logged(self, logits, labels, log):
+        """forward with the loss left in ``log`` (a backend's LossLog, cuda's) rather than read
+        back now; the trainer reads the log every few steps. ``labels`` are checked already."""
+        self.cache = log.add(logits, labels, self.smoothing)
+
     def backward(self):
         return backends.get().softmax_cross_entropy_backward(self.cache)
 

@@ -173,10 +173,17 @@ class Sequential:
         return np.concatenate(out).astype(np.float32, copy=False)
 
     def evaluate(self, x, y, batch_size=1000):
-        """(mean cross-entropy, accuracy as a fraction) on host images x and labels y."""
+        """(mean cross-entropy, accuracy as a fraction) on host images x and labels y, or on
+        arrays already in the backend's memory (the trainer keeps its test set on the device):
+        those are checked by forward and the loss (a label out of range makes it NaN, and the
+        loss then reads the labels to say so)."""
         K = backends.get()
-        x = check_images(x, self)
-        y = check_labels(y, len(x), self.output_shape[0])
+        if isinstance(x, np.ndarray) or isinstance(y, np.ndarray) or not hasattr(x, "shape"):
+            x = check_images(x, self)
+            y = check_labels(y, len(x), self.output_shape[0])
+        elif tuple(y.shape) != (x.shape[0],):
+            raise ShapeError(f"{self.name}: evaluate needs one label per image, got {tuple(y.shape)} "
+                             f"for {tuple(x.shape)}")
         loss_layer = SoftmaxCrossEntropy()
         total_loss, correct = 0.0, 0
         for start, xb in self.batches(x, batch_size):

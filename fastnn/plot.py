@@ -9,7 +9,8 @@ def require_matplotlib():
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as e:
-        raise ConfigError('plotting needs matplotlib: pip install -e ".[plot]"') from e
+        raise ConfigError('plotting needs matplotlib, the [plot] extra: pip install "fastnn[plot]" '
+                          '(in a checkout: pip install -e ".[plot]")') from e
     return plt
 
 

@@ -8,8 +8,10 @@
     trainer.fit(x_train, y_train, epochs=5, test=(x_test, y_test), eval_every=100, target_accuracy=0.99)
 
 Every epoch draws a fresh permutation (no replacement). The training set is put in the
-backend's memory once; each step gathers its batch there, so on cuda only the scalar
-loss comes back. With the same seed, backend and thread count a run repeats exactly.
+backend's memory once (and fit's test set too); each step gathers its batch there. On cuda
+the permutation, dropout masks and augmentations are drawn on the device (its Generator) and
+the losses wait there, read back every few steps (its LossLog): a step copies nothing either
+way. With the same seed, backend and thread count a run repeats exactly.
 Before each step the schedule sets the optimizer's rate; an augmentation, when given, warps
 the batch in the backend's memory.
 
@@ -20,6 +22,11 @@ the same order), the dropout and augmentation generators' states, the schedule, 
 epoch's loss sum, the run's clock and evaluations, the metrics and the caller's settings.
 ``Trainer.from_checkpoint(path)`` continues such a run, and ends with exactly the parameters an
 uninterrupted run would have.
+
+Given a fastnn.distributed.DataParallel (``parallel``), the trainer is one rank of a data-parallel
+run over MPI: each step it trains on its slice of the global batch, and one Allreduce averages the
+gradients (fastnn/distributed.py says how); rank 0 alone shows progress and writes checkpoints,
+which then hold every rank's generators.
 """
 import json
 import math
@@ -32,6 +39,7 @@ from . import backends, optim, schedules
 from .augment import RandomAffine
 from .checkpoint import (CHECKPOINT_FORMAT, MODEL_PREFIXES, VERSION, load_arrays, load_model_arrays,
                          model_from_metadata, save_arrays, test_kill)
+from .distributed import split
 from .errors import CheckpointError, ConfigError, TrainingDivergedError
 from .losses import SoftmaxCrossEntropy
 from .model import check_batch_size, check_images, check_labels  # noqa: F401 (check_* were defined here)
@@ -55,7 +63,7 @@ def _shape_and_dtype(a):
 class Trainer:
     def __init__(self, model, optimizer, batch_size=100, seed=0, progress=True, eval_batch_size=1000,
                  checkpoint_path=None, checkpoint_every=None, settings=None, regularizer=None,
-                 finite_check_every=50, schedule=None, label_smoothing=0.0, augment=None):
+                 finite_check_every=50, schedule=None, label_smoothing=0.0, augment=None, parallel=None):
         """``checkpoint_path``: write a checkpoint there after every epoch, and after every
         ``checkpoint_every`` optimizer steps if that is set. ``settings``: JSON-able facts about
         the run that checkpoints keep for the caller (the command line keeps its arguments there).
@@ -63,12 +71,14 @@ class Trainer:
         at each epoch's end (None: at epoch ends only). A NaN weight need not make the loss NaN
         (a ReLU or a max-pool downstream may never pass it on), so the loss check alone can miss
         it; the check reads each parameter once (simple-cnn's 434k: 0.05 ms on the CPU, against
-        about 5 ms per training step; on cuda it copies them to the host, 1.7 MB for simple-cnn,
-        where every step already waits for its loss, so no queued work is held up).
+        about 5 ms per training step; on cuda a kernel checks them where they are, and one flag
+        per array comes back, with the losses read before it).
         ``schedule``: a fastnn.schedules.Schedule (None: constant), which sets the optimizer's rate
         before every step; it spans each fit() call. ``label_smoothing``: the training loss's
         (evaluation reports the plain loss). ``augment``: a fastnn.augment.RandomAffine (or None)
-        applied to every training batch, with its own generator seeded from ``seed``."""
+        applied to every training batch, with its own generator seeded from ``seed``.
+        ``parallel``: a fastnn.distributed.DataParallel when this process is one rank of a
+        data-parallel run (``batch_size`` is then the global batch; see that module)."""
         self.batch_size = check_batch_size(batch_size)
         self.finite_check_every = (None if finite_check_every is None
                                    else check_batch_size(finite_check_every, "finite_check_every"))
@@ -92,9 +102,24 @@ class Trainer:
         self.label_smoothing = float(label_smoothing)
         self.augment = augment
         self.seed = int(seed)
-        self.shuffle_rng = np.random.default_rng([self.seed, 1])
-        model.set_rng(np.random.default_rng([self.seed, 2]))  # dropout masks
-        self.augment_rng = np.random.default_rng([self.seed, 3])
+        self.parallel = parallel
+        if parallel is not None:
+            parallel.check_batch_size(self.batch_size)
+            self.progress = progress and parallel.is_root
+        stream = parallel.stream if parallel is not None else lambda *key: list(key)
+        self.shuffle_rng = np.random.default_rng([self.seed, 1])  # the same on every rank: the same batches
+        model.set_rng(np.random.default_rng(stream(self.seed, 2)))  # dropout masks
+        self.augment_rng = np.random.default_rng(stream(self.seed, 3))
+        K = backends.get()
+        if parallel is None and hasattr(K, "Generator"):
+            # a backend with generators of its own (cuda: xoroshiro128p in device memory) draws the
+            # shuffles, dropout masks and augmentations where the data is: a step copies nothing up
+            self.shuffle_rng = K.Generator([self.seed, 1])
+            model.set_rng(K.Generator([self.seed, 2]))
+            self.augment_rng = K.Generator([self.seed, 3])
+        # and keeps each step's loss there, read back every few steps (logged_step, read_losses)
+        self.loss_log = K.LossLog() if parallel is None and hasattr(K, "LossLog") else None
+        self.pending_losses = []       # (step, images, penalty) of the losses in loss_log not yet read
         self.checkpoint_path, self.checkpoint_every = checkpoint_path, checkpoint_every
         self.settings = dict(settings or {})
         try:
@@ -122,7 +147,7 @@ class Trainer:
         model.to_backend()
 
     # ------------------------------------------------------------------ one step
-    def train_step(self, xb, yb) -> float:
+    def train_step(self, xb, yb, global_size=None) -> float:
         """Forward, backward and update on one batch; the loss.
 
         ``xb``: (N, *input_shape) images of the model's dtype; ``yb``: (N,) integer labels in
@@ -131,24 +156,72 @@ class Trainer:
         copy back: a label out of range there makes the loss kernel's result NaN, and the loss then
         reads the labels to say so. The checks come before any kernel runs, since a compiled kernel
         indexes without bounds checks.
+
+        In a data-parallel run ``xb`` is this rank's slice of a global batch of ``global_size``
+        images (default: the slice's size times the ranks); the loss returned is the global batch's.
         """
+        xb, yb = self._step_batch(xb, yb)
+        logits = self.model.forward(xb, train=True)
+        loss = self.loss.forward(logits, yb)
+        if self.parallel is None:
+            self.check_loss(loss)
+        self.model.backward(self.loss.backward())
+        if self.parallel is not None:  # one Allreduce: the gradients and the loss of the global batch
+            n = xb.shape[0]
+            loss = self.parallel.average_gradients(self.model, loss, n, global_size or n * self.parallel.size)
+            self.check_loss(loss)
+        return loss + self._update()
+
+    def logged_step(self, xb, yb):
+        """train_step with the loss left in the backend's memory (loss_log: cuda, one process) instead
+        of read back, which would wait for the step to finish: read_losses checks and sums it later."""
+        xb, yb = self._step_batch(xb, yb)
+        self.loss.forward_logged(self.model.forward(xb, train=True), yb, self.loss_log)
+        self.model.backward(self.loss.backward())
+        self.pending_losses.append((self.optimizer.steps + 1, xb.shape[0], self._update()))
+
+    def _step_batch(self, xb, yb):
+        """A step's batch: checked, in the backend's memory, augmented; the schedule set for the step."""
         xb, yb = self._checked_batch(xb, yb)
         self.apply_schedule()
         if self.augment is not None:
             xb = self.augment(xb, self.augment_rng)
-        logits = self.model.forward(xb, train=True)
-        loss = self.loss.forward(logits, yb)
+        return xb, yb
+
+    def _update(self) -> float:
+        """The step's update from the gradients of its backward pass; returns the regularizer's
+        penalty (fastnn.regularization: L1, L2, ElasticNet), whose gradient joins the weights', or 0."""
+        penalty = 0.0 if self.regularizer is None else self.regularizer.add_gradients(self.model)
+        self.optimizer.step(self.model)
+        return penalty
+
+    def read_losses(self, loss=None):
+        """Add the losses loss_log holds to the epoch's sum, in step order, as train_step's are (a
+        log with none copies nothing); a loss that is not finite stops training, naming its step.
+        Returns the newest loss read, else ``loss``."""
+        if self.loss_log is None:
+            return loss
+        values, pending, self.pending_losses = self.loss_log.read(), self.pending_losses, []
+        for value, (step, images, penalty) in zip(values, pending):
+            loss = float(value)
+            if not math.isfinite(loss):
+                raise TrainingDivergedError(
+                    f"the loss became {loss} at epoch {self.epoch + 1}, step {step}; it was read back after "
+                    f"step {pending[-1][0]} (this backend reads the loss every {self.loss_log.capacity} steps), "
+                    f"and the steps since have updated the parameters. The usual cause is a learning rate too "
+                    f"large for this optimizer ({type(self.optimizer).__name__}, lr {self.optimizer.lr}): "
+                    f"try a smaller --lr")
+            loss += penalty
+            self.epoch_loss += loss * images
+        return loss
+
+    def check_loss(self, loss):
         if not math.isfinite(loss):
             raise TrainingDivergedError(
                 f"the loss became {loss} at epoch {self.epoch + 1}, step {self.optimizer.steps + 1}; "
                 f"the parameters are left as they were before this step. The usual cause is a learning "
                 f"rate too large for this optimizer ({type(self.optimizer).__name__}, lr {self.optimizer.lr}): "
                 f"try a smaller --lr")
-        self.model.backward(self.loss.backward())
-        if self.regularizer is not None:  # fastnn.regularization: L1, L2, ElasticNet
-            loss += self.regularizer.add_gradients(self.model)
-        self.optimizer.step(self.model)
-        return loss
 
     def apply_schedule(self):
         """Set the optimizer's rate (and momentum, where the schedule cycles it) for its next step."""
@@ -185,7 +258,7 @@ class Trainer:
         saved = (model.state_arrays(), optimizer.steps, optimizer.lr, optimizer.momentum_in_use, model.rng,
                  self.augment_rng.bit_generator.state,
                  {key: [K.to_device(K.to_host(a).copy()) for a in state] for key, state in optimizer.state.items()})
-        model.set_rng(np.random.default_rng(0))
+        model.set_rng(np.random.default_rng(0) if isinstance(model.rng, np.random.Generator) else K.Generator(0))
         rng = np.random.default_rng(0)
         xb = K.to_device(rng.random((self.batch_size,) + model.input_shape, dtype=np.float32).astype(model.dtype))
         yb = K.to_device(rng.integers(0, model.output_shape[0], self.batch_size))
@@ -199,6 +272,8 @@ class Trainer:
             self.augment_rng.bit_generator.state = augment_rng
             model.load_state_arrays(arrays)
             model.set_rng(dropout_rng)
+            if self.parallel is not None:  # its Allreduce waited for the other ranks' compiling
+                self.parallel.allreduce_seconds, self.parallel.allreduce_calls = 0.0, 0
         self.compile_seconds = time.perf_counter() - start
         return self.compile_seconds
 
@@ -212,7 +287,10 @@ class Trainer:
         """
         K = backends.get()
         self.epoch_rng_state = self.shuffle_rng.bit_generator.state
-        order = self.shuffle_rng.permutation(n)
+        order = self.shuffle_rng.permutation(n)  # on cuda drawn in device memory, where gather reads it
+        if self.loss_log is not None:
+            self.loss_log.clear()
+            self.pending_losses = []
         n_steps = -(-n // self.batch_size)
         if self.step > n_steps:
             raise ConfigError(f"this epoch is at step {self.step}, but {n} images make only {n_steps} steps "
@@ -221,30 +299,43 @@ class Trainer:
         bar = tqdm(range(self.step, n_steps), desc=f"epoch {self.epoch + 1}", unit="batch",
                    disable=not self.progress, leave=False)
         seconds, start = self.epoch_seconds, time.perf_counter()
-        stopped = False
+        stopped, loss = False, None
         for i in bar:
             idx = order[i * self.batch_size:(i + 1) * self.batch_size]
-            loss = self.train_step(K.gather(x_dev, idx), K.gather(y_dev, idx))
+            if self.loss_log is not None:  # the loss stays on the device until the log is full, or needed
+                self.logged_step(K.gather(x_dev, idx), K.gather(y_dev, idx))
+                if self.loss_log.full():
+                    loss = self.read_losses(loss)
+            elif self.parallel is None:
+                loss = self.train_step(K.gather(x_dev, idx), K.gather(y_dev, idx))
+            else:  # this rank's slice of the global batch
+                mine = idx[split(len(idx), self.parallel.size, self.parallel.rank)]
+                loss = self.train_step(K.gather(x_dev, mine), K.gather(y_dev, mine), global_size=len(idx))
             self.step = i + 1
-            self.epoch_loss += loss * len(idx)
+            if self.loss_log is None:
+                self.epoch_loss += loss * len(idx)
             self.epoch_images += len(idx)
             test_kill("step", self.optimizer.steps)
             if self.finite_check_every and self.optimizer.steps % self.finite_check_every == 0:
+                loss = self.read_losses(loss)
                 self.check_parameters()
             if self.checkpoint_every and self.optimizer.steps % self.checkpoint_every == 0:
+                loss = self.read_losses(loss)  # a checkpoint keeps the sum so far, every loss in it finite
                 self.epoch_seconds = seconds + time.perf_counter() - start
                 self.checkpoint()  # its write time does not count as training time
                 seconds, start = self.epoch_seconds, time.perf_counter()
             if self.eval_every and self.optimizer.steps % self.eval_every == 0:
+                loss = self.read_losses(loss)
                 self.epoch_seconds = seconds + time.perf_counter() - start
                 stopped = self.evaluate_test()  # timed on its own: the run's clock, not training time
                 seconds, start = self.epoch_seconds, time.perf_counter()
                 bar.set_postfix(loss=f"{loss:.4f}", test=f"{100 * self.evaluations[-1]['test_accuracy']:.2f}%")
                 if stopped:
                     break
-            if i % 20 == 0:
+            if i % 20 == 0 and loss is not None:
                 bar.set_postfix(loss=f"{loss:.4f}")
         bar.close()
+        self.read_losses()
         result = self.epoch_loss / self.epoch_images, seconds + time.perf_counter() - start, self.epoch_images, stopped
         self.step, self.epoch_loss, self.epoch_images, self.epoch_seconds = 0, 0.0, 0, 0.0
         return result
@@ -258,7 +349,7 @@ class Trainer:
         """Evaluate the test set fit was given, record it in ``evaluations``, and say whether it
         reached ``target_accuracy`` (the first time it does, ``seconds_to_target`` is set)."""
         start = time.perf_counter()
-        loss, accuracy = self.model.evaluate(*self.test_set, self.eval_batch_size)
+        loss, accuracy = self.evaluate(*self.test_set)
         self.eval_seconds += time.perf_counter() - start
         now = self.clock()
         reached = self.target_accuracy is not None and accuracy >= self.target_accuracy
@@ -267,6 +358,12 @@ class Trainer:
         self.evaluations.append({"step": self.optimizer.steps, "epoch": self.epoch + self.step / self.steps_per_epoch,
                                  "seconds": now, "test_loss": loss, "test_accuracy": accuracy})
         return reached
+
+    def evaluate(self, images, labels):
+        """(mean loss, accuracy) of the model on a data set; a data-parallel run's ranks share it out."""
+        if self.parallel is not None:
+            return self.parallel.evaluate(self.model, images, labels, self.eval_batch_size)
+        return self.model.evaluate(images, labels, self.eval_batch_size)
 
     @property
     def augment_config(self):
@@ -318,6 +415,8 @@ class Trainer:
             raise ConfigError(f"this trainer stopped mid-epoch on {self.train_size} training images, not {len(x)}: "
                               f"resume with the same training data")
         self.train_size = len(x)
+        if self.parallel is not None:
+            self.parallel.check_epoch(self.train_size, self.batch_size)
         # the schedule's length: the steps done, the rest of an epoch under way, and the epochs to come
         epochs_to_come = int(epochs) - (1 if self.step else 0)
         self.total_steps = self.optimizer.steps + (self.steps_per_epoch - self.step if self.step else 0) \
@@ -326,6 +425,9 @@ class Trainer:
             self.warmup()
         K = backends.get()
         x_dev, y_dev = K.to_device(x), K.to_device(y)
+        if self.parallel is None:  # the evaluation sets too, once for the whole fit (cuda: not at every evaluation)
+            sets = {prefix: (K.to_device(images), K.to_device(labels)) for prefix, (images, labels) in sets.items()}
+            self.test_set = sets.get("test")
         if not self.resumed:
             self.best_score, self.epochs_waited, self.best_state = math.inf, 0, None
         self.resumed = False
@@ -357,7 +459,7 @@ class Trainer:
                 if prefix == "test" and reached:  # the evaluation that ended the epoch
                     loss, accuracy = self.evaluations[-1]["test_loss"], self.evaluations[-1]["test_accuracy"]
                 else:
-                    loss, accuracy = model.evaluate(images, labels, self.eval_batch_size)
+                    loss, accuracy = self.evaluate(images, labels)
                 metrics[f"{prefix}_loss"], metrics[f"{prefix}_accuracy"] = loss, accuracy
             self.eval_seconds += time.perf_counter() - start
             if self.target_accuracy is not None and metrics["test_accuracy"] >= self.target_accuracy:
@@ -386,9 +488,13 @@ class Trainer:
 
     def check_parameters(self, arrays=None, consequence=""):
         """Raise TrainingDivergedError if a parameter or buffer (``arrays``: host copies; default:
-        the model's own, read in place on the CPU) is no longer finite."""
+        the model's own, read in place on the CPU, checked in place on cuda) is no longer finite."""
+        K = backends.get()
+        if arrays is None and hasattr(K, "nonfinite"):  # cuda: one flag per array comes back, not the arrays
+            items = list(self.model._arrays())
+            flags = K.nonfinite([table[name] for _, table, name in items])
+            arrays = {key: np.array(np.nan if flag else 0.0) for (key, _, _), flag in zip(items, flags)}
         if arrays is None:
-            K = backends.get()
             arrays = {key: K.to_host(table[name]) for key, table, name in self.model._arrays()}
         bad = sorted(key for key, a in arrays.items() if not np.isfinite(a).all())
         if bad:
@@ -405,8 +511,16 @@ class Trainer:
         path = self.checkpoint_path if path is None else path
         if path is None:
             raise ConfigError("Trainer.checkpoint needs a path (or a checkpoint_path given to the Trainer)")
+        self.read_losses()  # cuda: losses not read yet join the epoch's sum first (and are checked)
         model_arrays = self.model.state_arrays()
         self.check_parameters(model_arrays, ", so no checkpoint was written")
+        generators = {"dropout_rng": self.model.rng.bit_generator.state,
+                      "augment_rng": self.augment_rng.bit_generator.state}
+        if self.parallel is not None:  # rank 0 writes the file, with every rank's generators
+            rank_generators = self.parallel.gather(generators)
+            if not self.parallel.is_root:
+                self.last_checkpoint = (str(path), self.epoch, self.step)
+                return path
         optimizer_state = self.optimizer.state_dict()
         arrays = dict(model_arrays)
         arrays.update({f"optim/{key}": a for key, a in optimizer_state["arrays"].items()})
@@ -419,7 +533,7 @@ class Trainer:
             "epoch_loss": self.epoch_loss, "epoch_images": self.epoch_images, "epoch_seconds": self.epoch_seconds,
             # mid-epoch: the state that drew this epoch's permutation; between epochs: the next one's
             "shuffle_rng": self.epoch_rng_state if self.step else self.shuffle_rng.bit_generator.state,
-            "dropout_rng": self.model.rng.bit_generator.state,
+            **generators,
             "best_score": None if math.isinf(self.best_score) else self.best_score,
             "epochs_waited": self.epochs_waited, "history": self.history,
             "regularizer": None if self.regularizer is None else repr(self.regularizer),
@@ -427,10 +541,12 @@ class Trainer:
             "schedule": self.schedule.config(), "total_steps": self.total_steps,
             "label_smoothing": self.label_smoothing,
             "augment": self.augment_config,
-            "augment_rng": self.augment_rng.bit_generator.state,
             "train_seconds": self.train_seconds, "eval_seconds": self.eval_seconds,
             "evaluations": self.evaluations, "seconds_to_target": self.seconds_to_target,
+            "world_size": 1 if self.parallel is None else self.parallel.size,
         }
+        if self.parallel is not None and self.parallel.size > 1:
+            trainer["rank_generators"] = rank_generators
         metadata = {"format": CHECKPOINT_FORMAT, "version": VERSION, "model": self.model.config(),
                     "optimizer": {**self.optimizer.config(), "steps": optimizer_state["steps"],
                                   "lr_in_use": optimizer_state["lr"]},
@@ -440,10 +556,12 @@ class Trainer:
         return path
 
     @classmethod
-    def from_checkpoint(cls, path, progress=True, checkpoint_path=None, checkpoint_every=None, regularizer=None):
+    def from_checkpoint(cls, path, progress=True, checkpoint_path=None, checkpoint_every=None, regularizer=None,
+                        parallel=None):
         """A trainer that continues the run saved in ``path``: its model, optimizer and settings
         are rebuilt from the file. Its ``settings`` are the ones the run was started with.
-        A run with a regularizer needs the same one again (the file only names it)."""
+        A run with a regularizer needs the same one again (the file only names it); a data-parallel
+        run needs its ``parallel`` with as many ranks as it had."""
         metadata, arrays = load_arrays(path, CHECKPOINT_FORMAT)
         model = model_from_metadata(path, metadata, arrays)
         try:
@@ -454,7 +572,7 @@ class Trainer:
                           eval_batch_size=t["eval_batch_size"], checkpoint_path=checkpoint_path,
                           checkpoint_every=checkpoint_every, settings=metadata.get("settings"),
                           regularizer=regularizer, schedule=schedules.make(**saved_schedule_config(metadata)),
-                          label_smoothing=t.get("label_smoothing", 0.0), augment=augment)
+                          label_smoothing=t.get("label_smoothing", 0.0), augment=augment, parallel=parallel)
         except (KeyError, TypeError, AttributeError, ConfigError) as e:
             raise CheckpointError(f"{path}: malformed trainer settings in its metadata ({e})") from e
         trainer._restore(path, metadata, arrays)
@@ -500,6 +618,13 @@ class Trainer:
             mine = None if self.regularizer is None else repr(self.regularizer)
             if t.get("regularizer") != mine:
                 raise CheckpointError(f"{path}: the run used regularizer {t.get('regularizer')}, this trainer {mine}")
+            saved_size, size = t.get("world_size", 1), 1 if self.parallel is None else self.parallel.size
+            if saved_size != size:
+                raise CheckpointError(
+                    f"{path}: the run was trained on {saved_size} rank(s), this one has {size}. A resumed run "
+                    f"needs the same number (each rank's slice of a batch and its dropout stream depend on it): "
+                    + (f"mpiexec -n {saved_size} fastnn train --distributed --resume {path}" if saved_size > 1
+                       else f"fastnn train --resume {path}, without mpiexec"))
             for name in ("batch_size", "seed"):
                 if t[name] != getattr(self, name):
                     raise CheckpointError(f"{path}: {name} {t[name]!r} differs from this trainer's "
@@ -527,9 +652,10 @@ class Trainer:
             if best and (set(best) != set(expected) or any(best[k].shape != expected[k].shape for k in best)):
                 raise CheckpointError(f"{path}: its best-epoch parameters do not match the architecture")
             self.shuffle_rng.bit_generator.state = t["shuffle_rng"]
-            self.model.rng.bit_generator.state = t["dropout_rng"]
-            if "augment_rng" in t:
-                self.augment_rng.bit_generator.state = t["augment_rng"]
+            mine = t["rank_generators"][self.parallel.rank] if saved_size > 1 else t
+            self.model.rng.bit_generator.state = mine["dropout_rng"]
+            if "augment_rng" in mine:
+                self.augment_rng.bit_generator.state = mine["augment_rng"]
             self.total_steps = t.get("total_steps")
             self.train_seconds, self.eval_seconds = float(t.get("train_seconds", 0)), float(t.get("eval_seconds", 0))
             self.evaluations = list(t.get("evaluations", []))

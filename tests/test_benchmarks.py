@@ -1,6 +1,8 @@
-"""benchmarks/train_throughput.py: it runs on a tiny case and writes its JSON, its per-layer profile
-covers every layer with the right FLOP counts, and its PyTorch twins match fastnn's models.
-Tiny runs on the numpy backend: these check the script works, never how fast anything is."""
+"""benchmarks/train_throughput.py, a thin wrapper of fastnn/bench.py (the routine `fastnn bench` runs
+too): it runs on a tiny case and writes its JSON, the per-layer profile covers every layer with the
+right FLOP counts, and the PyTorch twins match fastnn's models. Tiny runs on the numpy backend:
+these check the script works, never how fast anything is. tests/test_bench_cli.py checks the
+command, its processes and its machine facts."""
 import importlib.util
 import json
 from pathlib import Path
@@ -9,7 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from fastnn import backends, models, optim
+from fastnn import backends, bench, models, optim
 from fastnn.layers import Conv2D, Dense
 from fastnn.train import Trainer
 
@@ -46,8 +48,8 @@ def expected_flops(model, batch_size):
     return flops
 
 
-def test_every_model_has_defaults(throughput):
-    assert set(throughput.SETTINGS) == set(models.MODELS)
+def test_every_model_has_defaults():
+    assert set(bench.MODEL_DEFAULTS) == set(models.MODELS)
 
 
 def test_runs_and_writes_json(throughput, tmp_path):
@@ -55,9 +57,11 @@ def test_runs_and_writes_json(throughput, tmp_path):
     throughput.main(["--model", "mlp", "--backends", "numpy", "--images", "200", "--no-torch",
                      "--threads", "1", "--repeats", "2", "--json", str(out)])
     report = json.loads(out.read_text())
-    assert (report["model"], report["batch_size"], report["optimizer"], report["lr"]) == ("mlp", 100, "adam", 1e-3)
+    (model,) = report["models"].values()
+    assert (model["model"], model["batch_size"], model["optimizer"], model["lr"]) == ("mlp", 100, "adam", 1e-3)
     assert (report["images"], report["threads"], report["repeats"]) == (200, 1, 2)
-    numpy = report["results"]["numpy"]
+    assert report["machine"]["threads"] == 1 and report["machine"]["cpu"]
+    numpy = model["results"]["numpy"]
     assert "error" not in numpy, numpy
     assert len(numpy["runs"]) == 2 and all(run["images"] == 200 and run["seconds"] > 0 for run in numpy["runs"])
     assert numpy["images_per_second_min"] <= numpy["images_per_second"] <= numpy["images_per_second_max"]
@@ -69,7 +73,7 @@ def test_profile_covers_every_layer(throughput, tmp_path):
     out = tmp_path / "out.json"
     throughput.main(["--model", "deep-cnn", "--backends", "numpy", "--batch-size", "8", "--images", "16",
                      "--no-torch", "--threads", "1", "--profile", "--profile-steps", "2", "--json", str(out)])
-    result = json.loads(out.read_text())["results"]["numpy"]
+    result = json.loads(out.read_text())["models"]["deep-cnn"]["results"]["numpy"]
     assert "error" not in result, result
     profile, model = result["profile"], models.build("deep-cnn")
     assert (profile["steps"], profile["batch_size"], profile["threads"]) == (2, 8, 1)
@@ -91,7 +95,7 @@ def test_profile_covers_every_layer(throughput, tmp_path):
             assert row["forward_gflops"] > 0 and row["forward_pct_sgemm"] > 0
 
 
-def test_profile_asks_the_backend_for_the_conv_algorithm(throughput):
+def test_profile_asks_the_backend_for_the_conv_algorithm():
     """In one process: the algorithm column comes from the backend's conv2d_algorithm, and the
     layers get their own forward/backward methods back afterwards."""
     backends.use("numpy")
@@ -100,28 +104,28 @@ def test_profile_asks_the_backend_for_the_conv_algorithm(throughput):
     rng = np.random.default_rng(0)
     batches = [(rng.random((4, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, 4))]
     K = SimpleNamespace(conv2d_algorithm=lambda x_shape, w_shape, stride, pad: f"test {x_shape[0]} {w_shape[0]}")
-    profile = throughput.profile_layers(trainer, K, batches, steps=1, n_threads=1)
+    profile = bench.profile_layers(trainer, K, batches, steps=1, n_threads=1)
     assert [row["algorithm"] for row in profile["layers"]] == ["test 4 30"] + ["-"] * (len(model.plan()) - 1)
     assert not any("forward" in vars(step) or "backward" in vars(step) for step in model.plan())
     assert all(row["forward_ms"] > 0 and row["backward_ms"] is not None for row in profile["layers"])
 
 
-def test_torch_twins_match(throughput):
+def test_torch_twins_match():
     torch = pytest.importorskip("torch")
     for name in models.MODELS:
         model = models.build(name)
-        twin = throughput.torch_twin(model)
+        twin = bench.torch_twin(model)
         assert sum(p.numel() for p in twin.parameters()) == model.num_params(), name
         assert tuple(twin(torch.zeros(2, *model.input_shape)).shape) == (2, *model.output_shape), name
 
 
-def test_flops_of_a_layer_that_skips_dx(throughput):
+def test_flops_of_a_layer_that_skips_dx():
     """mlp's first Dense skips its input gradient: its backward is one product, not two."""
     model = models.build("mlp")
     first, second = model.layers[1], model.layers[3]
     one = 2 * 8 * 784 * 100
-    assert throughput.layer_flops(first, (8, 784), (8, 100)) == (one, one)
-    assert throughput.layer_flops(second, (8, 100), (8, 100)) == (2 * 8 * 100 * 100, 4 * 8 * 100 * 100)
+    assert bench.layer_flops(first, (8, 784), (8, 100)) == (one, one)
+    assert bench.layer_flops(second, (8, 100), (8, 100)) == (2 * 8 * 100 * 100, 4 * 8 * 100 * 100)
 
 
 def test_time_to_accuracy_runs_fastnn_on_a_subset(mnist_dir, tmp_path):
@@ -145,3 +149,17 @@ def test_time_to_accuracy_runs_fastnn_on_a_subset(mnist_dir, tmp_path):
     assert "missing_metrics" not in run, run["missing_metrics"]
     assert fastnn["median_train_seconds"] == run["train_seconds"] and fastnn["median_accuracy"] == run["accuracy"]
     assert report["ratio_fastnn_to_torch_published_train_seconds"] is None
+
+
+def test_time_to_accuracy_builds_its_twin_with_fastnn_bench():
+    """benchmarks/time_to_accuracy.py's torch-fastnn-recipe contestant: fastnn.bench.torch_twin of the
+    recipe's model (the twin used to live in train_throughput.py)."""
+    pytest.importorskip("torch")
+    from fastnn.recipes import RECIPES
+
+    spec = importlib.util.spec_from_file_location("time_to_accuracy", SCRIPT.with_name("time_to_accuracy.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    build, settings = module.torch_settings("torch-fastnn-recipe", 512)
+    assert settings["model"] == RECIPES["speedrun"]["model"]
+    assert sum(p.numel() for p in build().parameters()) == models.build(settings["model"]).num_params()

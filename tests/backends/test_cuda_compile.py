@@ -20,7 +20,7 @@ import pytest
 from ..conftest import SIMULATED_CUDA, load_or_skip
 
 ROOT = Path(__file__).resolve().parents[2]
-MODULES = ("activation", "arrays", "augment", "conv", "dense", "loss", "norm", "optim", "pool")
+MODULES = ("activation", "arrays", "augment", "conv", "dense", "loss", "norm", "optim", "pool", "rng")
 
 pytestmark = pytest.mark.skipif(not SIMULATED_CUDA, reason="a GPU compiles every kernel in the agreement suite")
 
@@ -43,6 +43,10 @@ def launch_every_kernel(K):
         a = getattr(K, f"{act}_forward")(x)
         getattr(K, f"{act}_backward")(x, a)
     K.dropout_forward(x, K.dropout_mask(tuple(x.shape), 0.5, rng))
+    generator = K.Generator(0)   # draws on the device: masks, permutations, augmentation maps
+    K.dropout_mask(tuple(x.shape), 0.5, generator)
+    generator.permutation(5)
+    generator.random_affine(2, 2.0, 10.0, 5, 5)
     K.warp_affine(x, K.to_device(np.tile(np.eye(2, 3, dtype=np.float32), (2, 1, 1))))
     h, Wd, bd = dev(4, 6), dev(6, 3), dev(3)
     logits = K.dense_forward(h, Wd, bd)
@@ -51,6 +55,8 @@ def launch_every_kernel(K):
     K.gather(h, np.array([1, 0]))
     K.gather(labels, np.array([1, 0]))
     K.zeros(3, dtype=np.int64)
+    K.nonfinite([h, Wd])
+    K.LossLog(2).add(logits, labels, 0.1)
     _, lcache = K.softmax_cross_entropy(logits, labels, 0.1)
     K.softmax_cross_entropy_backward(lcache)
     K.softmax(logits)

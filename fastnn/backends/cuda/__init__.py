@@ -2,6 +2,9 @@
 
 Every kernel takes and returns Numba device arrays; ``to_device`` / ``to_host`` are real
 copies, and only the losses (a float) and count_correct (an int) bring a scalar back.
+Kernel outputs come from a pool (arrays.py), so a training step allocates nothing once
+the first has run; the Trainer draws its randomness on the device (``Generator``) and reads
+its losses every few steps (``LossLog``), so its steps copy nothing either way.
 Each module mirrors its twin in fastnn/backends/numpy/.
 
 Without an NVIDIA GPU the kernels run in Numba's CUDA simulator when NUMBA_ENABLE_CUDASIM=1
@@ -37,6 +40,9 @@ from ..contract import kernels_of  # noqa: E402
 # every contract kernel, from the modules contract.MODULES names; the fused ones are the
 # composition of the unfused (fastnn/backends/composed.py)
 globals().update(kernels_of(__name__))
-from .arrays import SIMULATOR, synchronize  # noqa: E402,F401  (beyond the contract)
+# beyond the contract: what the Trainer uses when a backend has it (fastnn/train.py), and tools
+from .arrays import SIMULATOR, free_pool, nonfinite, pool_stats, synchronize  # noqa: E402,F401
+from .loss import LossLog  # noqa: E402,F401   the losses of a few steps, read back together
+from .rng import Generator  # noqa: E402,F401  xoroshiro128p on the device: shuffles, dropout, augmentation
 
 NAME = "cuda"

@@ -10,7 +10,7 @@ import numpy as np
 from numba import cuda, float32
 
 from ..numpy.augment import check_warp_affine
-from .arrays import THREADS, blocks, empty, require_device
+from .arrays import empty, launch, require_device
 
 ONE = np.float32(1.0)
 ZERO = np.float32(0.0)
@@ -19,8 +19,7 @@ ZERO = np.float32(0.0)
 @cuda.jit
 def warp_affine_kernel(y, x, theta):
     # x (N, C, H, W), theta (N, 2, 3) -> y (N, C, H, W)
-    t = cuda.grid(1)
-    if t < y.size:
+    for t in range(cuda.grid(1), y.size, cuda.gridsize(1)):
         C, H, W = y.shape[1], y.shape[2], y.shape[3]
         n, c = t // (C * H * W), (t // (H * W)) % C
         i, j = (t // W) % H, t % W
@@ -52,5 +51,5 @@ def warp_affine(x, theta):
     check_warp_affine(x.shape, theta.shape)
     y = empty(tuple(x.shape))
     if y.size:
-        warp_affine_kernel[blocks(y.size), THREADS](y, x, theta)
+        warp_affine_kernel[launch(y.size)](y, x, theta)
     return y

@@ -1,16 +1,23 @@
-"""Convolution by im2col + the tiled GEMM. Mirrors fastnn/backends/numpy/conv.py.
+"""Convolution by im2col + the register-tiled GEMM. Mirrors fastnn/backends/numpy/conv.py.
 
 im2col lays every receptive field out as a row, so the convolution becomes
 ``col @ W.reshape(F, -1).T + b`` (one ``matmul`` with the bias fused in), kept for the
-weight gradient ``dy2.T @ col``. The input gradient skips the reference's
-``col2im(dy2 @ W.reshape(F, -1))`` detour: ``conv_dx_kernel`` computes it directly, with no
-(N*OH*OW, C*KH*KW) buffer. Every kernel here gives one thread one output element and
-gathers what it needs, so nothing is written twice and no atomics are used.
+weight gradient ``dy2.T @ col``; the input gradient is the reference's
+``col2im(dy2 @ W.reshape(F, -1))``, a GEMM and a gather. The GEMM's rows are (n, oh, ow),
+so its (N*OH*OW, F) result is turned into NCHW, and the gradient back, by a transpose through
+shared memory that reads and writes whole rows (coalesced both ways). im2col and col2im give
+one thread one element of what they write, so nothing is written twice and no atomics are used.
 """
 from numba import cuda, float32
 
-from .arrays import THREADS, blocks, empty, require_device
-from .dense import column_sums, matmul
+from .arrays import SIMULATOR, empty, launch, require_device
+from .dense import GEMM_GRID_LIMIT, column_sums, matmul
+
+# transpose tiles: TT x TT elements, a block of TT x TT_ROWS threads (each thread TT // TT_ROWS rows);
+# the simulator, which pays for threads and barriers, gets the same tiles with fewer threads
+TT = 32
+TT_PAD = TT + 1   # + 1: a tile's column reads hit TT different banks (a shared shape must be a constant)
+TT_ROWS = 1 if SIMULATOR else 8
 
 
 def output_size(size, k, stride, pad):
@@ -21,8 +28,7 @@ def output_size(size, k, stride, pad):
 def im2col_kernel(col, x, kh, kw, stride, pad, oh_size, ow_size):
     # x (N, C, H, W) -> col (N*OH*OW, C*KH*KW), rows ordered (n, oh, ow), columns (c, i, j)
     # NumPy: col[(n, oh, ow), (c, i, j)] = x_padded[n, c, oh*stride + i, ow*stride + j]
-    t = cuda.grid(1)
-    if t < col.size:
+    for t in range(cuda.grid(1), col.size, cuda.gridsize(1)):
         n_cols = col.shape[1]
         r, k = t // n_cols, t % n_cols
         n, p = r // (oh_size * ow_size), r % (oh_size * ow_size)
@@ -39,8 +45,7 @@ def im2col_kernel(col, x, kh, kw, stride, pad, oh_size, ow_size):
 def col2im_kernel(x, col, kh, kw, stride, pad, oh_size, ow_size):
     # col (N*OH*OW, C*KH*KW) -> x (N, C, H, W), overlapping windows summed
     # NumPy: x = sum over taps (i, j) of col's entries whose window covers (h, w) at tap (i, j)
-    t = cuda.grid(1)
-    if t < x.size:
+    for t in range(cuda.grid(1), x.size, cuda.gridsize(1)):
         C, H, W = x.shape[1], x.shape[2], x.shape[3]
         n, c = t // (C * H * W), (t // (H * W)) % C
         h, w = (t // W) % H, t % W
@@ -58,52 +63,35 @@ def col2im_kernel(x, col, kh, kw, stride, pad, oh_size, ow_size):
 
 
 @cuda.jit
-def conv_dx_kernel(dx, dy, weights, stride, pad):
-    # dy (N, F, OH, OW), weights (F, C, KH, KW) -> dx (N, C, H, W)
-    # NumPy: dx = col2im(dy.transpose(0, 2, 3, 1).reshape(-1, F) @ weights.reshape(F, -1)), fused:
-    # each input pixel gathers dy * weights over the windows that see it, and the
-    # (N*OH*OW, C*KH*KW) gradient of the columns is never stored.
-    t = cuda.grid(1)
-    if t < dx.size:
-        C, H, W = dx.shape[1], dx.shape[2], dx.shape[3]
-        F, kh, kw = weights.shape[0], weights.shape[2], weights.shape[3]
-        oh_size, ow_size = dy.shape[2], dy.shape[3]
-        n, c = t // (C * H * W), (t // (H * W)) % C
-        h, w = (t // W) % H, t % W
-        acc = float32(0.0)
-        for i in range(kh):
-            hs = h + pad - i
-            if hs >= 0 and hs % stride == 0 and hs // stride < oh_size:
-                oh = hs // stride
-                for j in range(kw):
-                    ws = w + pad - j
-                    if ws >= 0 and ws % stride == 0 and ws // stride < ow_size:
-                        ow = ws // stride
-                        for f in range(F):
-                            acc += dy[n, f, oh, ow] * weights[f, c, i, j]
-        dx[n, c, h, w] = acc
+def transpose_kernel(out, inp):
+    # inp (B, R, C) -> out (B, C, R); NumPy: out = inp.transpose(0, 2, 1)
+    # (rows (N*OH*OW, F) seen as (N, OH*OW, F) -> y (N, F, OH*OW), and the gradient back)
+    # A block moves a TT x TT tile through shared memory: it reads TT rows of inp, neighbouring
+    # threads on neighbouring columns, and writes TT rows of out the same way. Blocks loop over tiles.
+    tile = cuda.shared.array((TT, TT_PAD), float32)
+    B, R, C = inp.shape[0], inp.shape[1], inp.shape[2]
+    tiles_r, tiles_c = (R + TT - 1) // TT, (C + TT - 1) // TT
+    tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
+    for t in range(cuda.blockIdx.x, B * tiles_r * tiles_c, cuda.gridDim.x):
+        b, r0, c0 = t // (tiles_r * tiles_c), (t // tiles_c) % tiles_r * TT, t % tiles_c * TT
+        for i in range(ty, TT, TT_ROWS):           # tile[i, j] = inp[b, r0 + i, c0 + j]
+            if r0 + i < R and c0 + tx < C:
+                tile[i, tx] = inp[b, r0 + i, c0 + tx]
+        cuda.syncthreads()
+        for j in range(ty, TT, TT_ROWS):           # out[b, c0 + j, r0 + i] = tile[i, j]
+            if c0 + j < C and r0 + tx < R:
+                out[b, c0 + j, r0 + tx] = tile[tx, j]
+        cuda.syncthreads()                         # the tile is written again for the next one
 
 
-@cuda.jit
-def rows_to_nchw_kernel(y, rows):
-    # rows (N*OH*OW, F) -> y (N, F, OH, OW)
-    # NumPy: y = rows.reshape(N, OH, OW, F).transpose(0, 3, 1, 2)
-    t = cuda.grid(1)
-    if t < y.size:
-        F, P = y.shape[1], y.shape[2]          # y seen as (N, F, OH*OW)
-        n, f, p = t // (F * P), (t // P) % F, t % P
-        y[n, f, p] = rows[n * P + p, f]
-
-
-@cuda.jit
-def nchw_to_rows_kernel(rows, y):
-    # y (N, F, OH, OW) -> rows (N*OH*OW, F)
-    # NumPy: rows = y.transpose(0, 2, 3, 1).reshape(-1, F)
-    t = cuda.grid(1)
-    if t < rows.size:
-        F, P = y.shape[1], y.shape[2]          # y seen as (N, F, OH*OW)
-        r, f = t // F, t % F
-        rows[r, f] = y[r // P, f, r % P]
+def transpose(x):
+    """x (B, R, C) -> a new (B, C, R) device array, x.transpose(0, 2, 1)."""
+    B, R, C = x.shape
+    out = empty((B, C, R))
+    tiles = B * ((R + TT - 1) // TT) * ((C + TT - 1) // TT)
+    if out.size:
+        transpose_kernel[min(tiles, GEMM_GRID_LIMIT), (TT, TT_ROWS)](out, x)
+    return out
 
 
 def im2col(x, kh, kw, stride, pad):
@@ -112,7 +100,7 @@ def im2col(x, kh, kw, stride, pad):
     N, C, H, W = x.shape
     OH, OW = output_size(H, kh, stride, pad), output_size(W, kw, stride, pad)
     col = empty((N * OH * OW, C * kh * kw))
-    im2col_kernel[blocks(col.size), THREADS](col, x, kh, kw, stride, pad, OH, OW)
+    im2col_kernel[launch(col.size)](col, x, kh, kw, stride, pad, OH, OW)
     return col
 
 
@@ -122,7 +110,7 @@ def col2im(col, x_shape, kh, kw, stride, pad):
     N, C, H, W = x_shape
     OH, OW = output_size(H, kh, stride, pad), output_size(W, kw, stride, pad)
     x = empty(tuple(x_shape))
-    col2im_kernel[blocks(x.size), THREADS](x, col, kh, kw, stride, pad, OH, OW)
+    col2im_kernel[launch(x.size)](x, col, kh, kw, stride, pad, OH, OW)
     return x
 
 
@@ -134,8 +122,7 @@ def conv2d_forward(x, W, b, stride, pad):
     OH, OW = output_size(H, KH, stride, pad), output_size(Wd, KW, stride, pad)
     col = im2col(x, KH, KW, stride, pad)
     rows = matmul(col, W.reshape(F, C * KH * KW), trans_b=True, bias=b)   # (N*OH*OW, F)
-    y = empty((N, F, OH, OW))
-    rows_to_nchw_kernel[blocks(y.size), THREADS](y.reshape(N, F, OH * OW), rows)
+    y = transpose(rows.reshape(N, OH * OW, F)).reshape(N, F, OH, OW)     # NCHW
     return y, (tuple(x.shape), col, W, stride, pad)
 
 
@@ -145,17 +132,15 @@ def conv2d_backward(dy, cache, need_dx=True):
     x_shape, col, W, stride, pad = cache
     N, F, OH, OW = dy.shape
     _, C, KH, KW = W.shape
-    dy2 = empty((N * OH * OW, F))
-    nchw_to_rows_kernel[blocks(dy2.size), THREADS](dy2, dy.reshape(N, F, OH * OW))
+    dy2 = transpose(dy.reshape(N, F, OH * OW)).reshape(N * OH * OW, F)   # rows (n, oh, ow)
     db = column_sums(dy2)                                        # dy2.sum(axis=0)
     dW = matmul(dy2, col, trans_a=True).reshape(F, C, KH, KW)    # dy2.T @ col
     dx = None
-    if need_dx:                                                  # col2im(dy2 @ W.reshape(F, -1)), fused
-        dx = empty(x_shape)
-        conv_dx_kernel[blocks(dx.size), THREADS](dx, dy, W, stride, pad)
+    if need_dx:                                                  # col2im(dy2 @ W.reshape(F, -1))
+        dx = col2im(matmul(dy2, W.reshape(F, C * KH * KW)), x_shape, KH, KW, stride, pad)
     return dx, dW, db
 
 
 def conv2d_algorithm(x_shape, w_shape, stride, pad):
-    """One algorithm on the GPU so far: whole-batch im2col and the tiled GEMM."""
+    """One algorithm on the GPU so far: whole-batch im2col and the register-tiled GEMM."""
     return "im2col"

@@ -5,13 +5,16 @@ each thread takes every REDUCE_THREADS-th row (or element), and the per-thread s
 a shared-memory tree reduction (``block_sum``). Only the scalar comes back to the host
 (a 1-element copy); the softmax probabilities stay on the device for the backward pass.
 One block is plenty for MNIST-sized batches (rows of 10 logits); it is also deterministic.
+
+``LossLog`` (beyond the contract) is the trainer's way round the read-back: each step's loss
+is written into a slot of a device array, and the slots come back together every few steps.
 """
 import math
 
 import numpy as np
 from numba import cuda, float32, int32
 
-from .arrays import REDUCE_THREADS, THREADS, blocks, block_sum, empty, flat, require_device
+from .arrays import REDUCE_THREADS, block_sum, empty, flat, launch, require_device
 
 NAN = np.float32(np.nan)
 
@@ -35,8 +38,8 @@ def _row_softmax(probs, logits, n):
 
 
 @cuda.jit
-def softmax_cross_entropy_kernel(loss, probs, logits, labels, smoothing):
-    # logits (N, K), labels (N,) int64 -> probs (N, K) = softmax, loss (1,) = the mean over n of
+def softmax_cross_entropy_kernel(loss, slot, probs, logits, labels, smoothing):
+    # logits (N, K), labels (N,) int64 -> probs (N, K) = softmax, loss[slot] = the mean over n of
     # -(1 - smoothing) * log p[n, label] - smoothing * log p[n].mean()
     # NumPy: log_p = shifted - log(exp(shifted).sum(1));
     #        loss = -((1 - s) * log_p[arange(N), labels] + s * log_p.mean(1)).mean()
@@ -59,22 +62,20 @@ def softmax_cross_entropy_kernel(loss, probs, logits, labels, smoothing):
             acc += smoothing * row / float32(K)
     total = block_sum(shared, acc)
     if t == 0:
-        loss[0] = total / float32(N)
+        loss[slot] = total / float32(N)
 
 
 @cuda.jit
 def softmax_kernel(probs, logits):
     # logits (N, K) -> probs (N, K), rows sum to 1; one thread per row
-    n = cuda.grid(1)
-    if n < logits.shape[0]:
+    for n in range(cuda.grid(1), logits.shape[0], cuda.gridsize(1)):
         _row_softmax(probs, logits, n)
 
 
 @cuda.jit
 def softmax_cross_entropy_backward_kernel(dlogits, probs, labels, smoothing):
     # dlogits (N, K) = (probs - (1 - smoothing) * onehot(labels) - smoothing / K) / N
-    i = cuda.grid(1)
-    if i < dlogits.size:
+    for i in range(cuda.grid(1), dlogits.size, cuda.gridsize(1)):
         N, K = probs.shape[0], probs.shape[1]
         n, k = i // K, i % K
         p = probs[n, k] - smoothing / float32(K)
@@ -101,8 +102,7 @@ def mse_kernel(sum_sq, diff, y, t):
 @cuda.jit
 def scale_kernel(out, x, factor):
     # out = x / factor
-    i = cuda.grid(1)
-    if i < out.size:
+    for i in range(cuda.grid(1), out.size, cuda.gridsize(1)):
         out[i] = x[i] / factor
 
 
@@ -129,7 +129,7 @@ def softmax(logits):
     # (N, K) -> (N, K)
     require_device("softmax", logits=logits)
     probs = empty(logits.shape)
-    softmax_kernel[blocks(logits.shape[0]), THREADS](probs, logits)
+    softmax_kernel[launch(logits.shape[0])](probs, logits)
     return probs
 
 
@@ -139,7 +139,7 @@ def softmax_cross_entropy(logits, labels, smoothing=0.0):
     require_device("softmax_cross_entropy", logits=logits, labels=labels)
     probs, loss = empty(logits.shape), empty(1)
     smoothing = np.float32(smoothing)
-    softmax_cross_entropy_kernel[1, REDUCE_THREADS](loss, probs, logits, labels, smoothing)
+    softmax_cross_entropy_kernel[1, REDUCE_THREADS](loss, 0, probs, logits, labels, smoothing)
     return float(loss.copy_to_host()[0]), (probs, labels, smoothing)
 
 
@@ -147,7 +147,7 @@ def softmax_cross_entropy_backward(cache):
     # dlogits = (softmax - q) / N
     probs, labels, smoothing = cache
     dlogits = empty(probs.shape)
-    softmax_cross_entropy_backward_kernel[blocks(probs.size), THREADS](dlogits, probs, labels, smoothing)
+    softmax_cross_entropy_backward_kernel[launch(probs.size)](dlogits, probs, labels, smoothing)
     return dlogits
 
 
@@ -163,7 +163,7 @@ def mse_loss_backward(cache):
     # dy = diff / N
     (diff,) = cache
     dy = empty(diff.shape)
-    scale_kernel[blocks(diff.size), THREADS](flat(dy), flat(diff), np.float32(diff.shape[0]))
+    scale_kernel[launch(diff.size)](flat(dy), flat(diff), np.float32(diff.shape[0]))
     return dy
 
 
@@ -173,3 +173,44 @@ def count_correct(logits, labels):
     count = empty(1, np.int32)
     count_correct_kernel[1, REDUCE_THREADS](count, logits, labels)
     return int(count.copy_to_host()[0])
+
+
+class LossLog:
+    """The training losses of up to ``capacity`` steps, kept on the device until ``read``.
+
+    ``add`` is softmax_cross_entropy without the read-back (a copy that waits for the whole step
+    to finish): the loss goes to the next slot. The Trainer reads the log when it is ``full``
+    (every READBACK_STEPS steps), and before anything that needs the sum so far (a checkpoint,
+    an evaluation, the end of the epoch): one copy of a few floats instead of one per step.
+    """
+
+    READBACK_STEPS = 50
+
+    def __init__(self, capacity=None):
+        self.capacity = self.READBACK_STEPS if capacity is None else int(capacity)
+        self.values = empty(self.capacity)
+        self.count = 0
+
+    def add(self, logits, labels, smoothing=0.0):
+        """The loss of (logits, labels) into the next slot; the cache for softmax_cross_entropy_backward."""
+        require_device("LossLog.add", logits=logits, labels=labels)
+        if self.full():
+            raise RuntimeError(f"the loss log holds {self.capacity} losses: read it first")
+        probs, smoothing = empty(logits.shape), np.float32(smoothing)
+        softmax_cross_entropy_kernel[1, REDUCE_THREADS](self.values, self.count, probs, logits, labels, smoothing)
+        self.count += 1
+        return probs, labels, smoothing
+
+    def full(self) -> bool:
+        return self.count >= self.capacity
+
+    def read(self) -> np.ndarray:
+        """The losses added since the last read, oldest first (float32, host), and an empty log.
+        Nothing is copied when there are none."""
+        count, self.count = self.count, 0
+        if count == 0:
+            return np.zeros(0, np.float32)
+        return self.values[:count].copy_to_host()
+
+    def clear(self):
+        self.count = 0

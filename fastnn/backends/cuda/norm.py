@@ -10,7 +10,7 @@ import math
 import numpy as np
 from numba import cuda, float32
 
-from .arrays import REDUCE_THREADS, THREADS, blocks, block_sum, empty, flat, require_device
+from .arrays import REDUCE_THREADS, block_sum, empty, flat, launch, require_device
 
 
 def _as_ncs(x):
@@ -83,8 +83,7 @@ def batchnorm_backward_kernel(dx, dgamma, dbeta, dy, x_hat, std, gamma):
 @cuda.jit
 def batchnorm_inference_kernel(y, x, gamma, beta, mean, var, eps):
     # x (N, C, S) -> y; NumPy: y = gamma / sqrt(var + eps) * (x - mean) + beta, per channel
-    i = cuda.grid(1)
-    if i < y.size:
+    for i in range(cuda.grid(1), y.size, cuda.gridsize(1)):
         C, S = x.shape[1], x.shape[2]
         n, c, j = i // (C * S), (i // S) % C, i % S
         y[n, c, j] = gamma[c] / math.sqrt(var[c] + eps) * (x[n, c, j] - mean[c]) + beta[c]
@@ -93,8 +92,7 @@ def batchnorm_inference_kernel(y, x, gamma, beta, mean, var, eps):
 @cuda.jit
 def running_average_kernel(avg, value, momentum, one_minus_momentum):
     # avg = momentum * avg + (1 - momentum) * value, in place
-    i = cuda.grid(1)
-    if i < avg.size:
+    for i in range(cuda.grid(1), avg.size, cuda.gridsize(1)):
         avg[i] = momentum * avg[i] + one_minus_momentum * value[i]
 
 
@@ -123,7 +121,7 @@ def batchnorm_backward(dy, cache):
 def batchnorm_inference(x, gamma, beta, mean, var, eps):
     require_device("batchnorm_inference", x=x, gamma=gamma, beta=beta, mean=mean, var=var)
     y = empty(x.shape)
-    batchnorm_inference_kernel[blocks(x.size), THREADS](_as_ncs(y), _as_ncs(x), gamma, beta, mean, var,
+    batchnorm_inference_kernel[launch(x.size)](_as_ncs(y), _as_ncs(x), gamma, beta, mean, var,
                                                         np.float32(eps))
     return y
 
@@ -131,5 +129,5 @@ def batchnorm_inference(x, gamma, beta, mean, var, eps):
 def running_average_update(avg, value, momentum):
     # avg = momentum * avg + (1 - momentum) * value, in place
     require_device("running_average_update", avg=avg, value=value)
-    running_average_kernel[blocks(avg.size), THREADS](flat(avg), flat(value), np.float32(momentum),
+    running_average_kernel[launch(avg.size)](flat(avg), flat(value), np.float32(momentum),
                                                       np.float32(1 - momentum))

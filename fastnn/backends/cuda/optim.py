@@ -10,7 +10,7 @@ import math
 import numpy as np
 from numba import cuda
 
-from .arrays import THREADS, blocks, flat, require_device
+from .arrays import flat, launch, require_device
 
 f32 = np.float32
 
@@ -19,8 +19,7 @@ f32 = np.float32
 def sgd_kernel(param, grad, lr, wd):
     # param, grad (n,) flat; param in place
     # param -= lr * (grad + wd * param)
-    i = cuda.grid(1)
-    if i < param.size:
+    for i in range(cuda.grid(1), param.size, cuda.gridsize(1)):
         g = grad[i] + wd * param[i]
         param[i] -= lr * g
 
@@ -29,8 +28,7 @@ def sgd_kernel(param, grad, lr, wd):
 def momentum_kernel(param, grad, velocity, lr, momentum, wd):
     # every array (n,) flat; param and its state in place
     # v = momentum * v + g; param -= lr * v
-    i = cuda.grid(1)
-    if i < param.size:
+    for i in range(cuda.grid(1), param.size, cuda.gridsize(1)):
         g = grad[i] + wd * param[i]
         v = momentum * velocity[i] + g
         velocity[i] = v
@@ -41,8 +39,7 @@ def momentum_kernel(param, grad, velocity, lr, momentum, wd):
 def nesterov_kernel(param, grad, velocity, lr, momentum, wd):
     # every array (n,) flat; param and its state in place
     # v = momentum * v + g; param -= lr * (g + momentum * v)
-    i = cuda.grid(1)
-    if i < param.size:
+    for i in range(cuda.grid(1), param.size, cuda.gridsize(1)):
         g = grad[i] + wd * param[i]
         v = momentum * velocity[i] + g
         velocity[i] = v
@@ -53,8 +50,7 @@ def nesterov_kernel(param, grad, velocity, lr, momentum, wd):
 def adagrad_kernel(param, grad, sum_sq, lr, eps, wd):
     # every array (n,) flat; param and its state in place
     # s += g^2; param -= lr * g / (sqrt(s) + eps)
-    i = cuda.grid(1)
-    if i < param.size:
+    for i in range(cuda.grid(1), param.size, cuda.gridsize(1)):
         g = grad[i] + wd * param[i]
         s = sum_sq[i] + g * g
         sum_sq[i] = s
@@ -65,8 +61,7 @@ def adagrad_kernel(param, grad, sum_sq, lr, eps, wd):
 def rmsprop_kernel(param, grad, sq_avg, lr, alpha, one_minus_alpha, eps, wd):
     # every array (n,) flat; param and its state in place
     # s = alpha * s + (1 - alpha) * g^2; param -= lr * g / (sqrt(s) + eps)
-    i = cuda.grid(1)
-    if i < param.size:
+    for i in range(cuda.grid(1), param.size, cuda.gridsize(1)):
         g = grad[i] + wd * param[i]
         s = alpha * sq_avg[i] + one_minus_alpha * g * g
         sq_avg[i] = s
@@ -78,8 +73,7 @@ def adadelta_kernel(param, grad, sq_avg, delta_avg, lr, rho, one_minus_rho, eps,
     # every array (n,) flat; param and its state in place
     # s = rho*s + (1-rho)*g^2; d = sqrt(u + eps) / sqrt(s + eps) * g; u = rho*u + (1-rho)*d^2;
     # param -= lr * d
-    i = cuda.grid(1)
-    if i < param.size:
+    for i in range(cuda.grid(1), param.size, cuda.gridsize(1)):
         g = grad[i] + wd * param[i]
         s = rho * sq_avg[i] + one_minus_rho * g * g
         sq_avg[i] = s
@@ -94,8 +88,7 @@ def adam_kernel(param, grad, m, v, lr, beta1, one_minus_beta1, beta2, one_minus_
     # every array (n,) flat; param and its state in place
     # m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g^2;
     # param -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)   (correction_k = 1 - b_k^t)
-    i = cuda.grid(1)
-    if i < param.size:
+    for i in range(cuda.grid(1), param.size, cuda.gridsize(1)):
         g = grad[i] + wd * param[i]
         m_i = beta1 * m[i] + one_minus_beta1 * g
         v_i = beta2 * v[i] + one_minus_beta2 * g * g
@@ -107,7 +100,7 @@ def adam_kernel(param, grad, m, v, lr, beta1, one_minus_beta1, beta2, one_minus_
 def _launch(kernel, name, param, grad, state, *scalars):
     require_device(name, param=param, grad=grad, **{f"state{i}": s for i, s in enumerate(state)})
     arrays = [flat(param), flat(grad)] + [flat(s) for s in state]
-    kernel[blocks(param.size), THREADS](*arrays, *(f32(s) for s in scalars))
+    kernel[launch(param.size)](*arrays, *(f32(s) for s in scalars))
 
 
 def sgd_update(param, grad, lr, weight_decay=0.0):

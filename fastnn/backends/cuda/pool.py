@@ -9,7 +9,7 @@ reference's.
 import numpy as np
 from numba import cuda, float32
 
-from .arrays import THREADS, blocks, empty, require_device
+from .arrays import empty, launch, require_device
 from .conv import output_size
 
 NEG_INF = np.float32(-np.inf)
@@ -19,8 +19,7 @@ NEG_INF = np.float32(-np.inf)
 def maxpool_forward_kernel(y, arg, x, size, stride, pad):
     # x (N, C, H, W) -> y (N, C, OH, OW), arg (N, C, OH, OW) int32
     # NumPy: arg = windows(x).reshape(..., size*size).argmax(-1) (first maximum); y = max
-    t = cuda.grid(1)
-    if t < y.size:
+    for t in range(cuda.grid(1), y.size, cuda.gridsize(1)):
         C, OH, OW = y.shape[1], y.shape[2], y.shape[3]
         n, c = t // (C * OH * OW), (t // (OH * OW)) % C
         oh, ow = (t // OW) % OH, t % OW
@@ -43,8 +42,7 @@ def maxpool_forward_kernel(y, arg, x, size, stride, pad):
 def maxpool_backward_kernel(dx, dy, arg, size, stride, pad):
     # dy (N, C, OH, OW), arg -> dx (N, C, H, W): each gradient goes to its window's argmax
     # NumPy: dwin[..., arg] = dy (zeros elsewhere); dx = add_windows(dwin) (overlaps summed)
-    t = cuda.grid(1)
-    if t < dx.size:
+    for t in range(cuda.grid(1), dx.size, cuda.gridsize(1)):
         C, H, W = dx.shape[1], dx.shape[2], dx.shape[3]
         OH, OW = dy.shape[2], dy.shape[3]
         n, c = t // (C * H * W), (t // (H * W)) % C
@@ -64,8 +62,7 @@ def maxpool_backward_kernel(dx, dy, arg, size, stride, pad):
 @cuda.jit
 def avgpool_forward_kernel(y, x, size, stride, pad):
     # x (N, C, H, W) -> y (N, C, OH, OW); NumPy: y = windows(x).mean(axis=(-2, -1)), zeros padded
-    t = cuda.grid(1)
-    if t < y.size:
+    for t in range(cuda.grid(1), y.size, cuda.gridsize(1)):
         C, OH, OW = y.shape[1], y.shape[2], y.shape[3]
         n, c = t // (C * OH * OW), (t // (OH * OW)) % C
         oh, ow = (t // OW) % OH, t % OW
@@ -83,8 +80,7 @@ def avgpool_forward_kernel(y, x, size, stride, pad):
 def avgpool_backward_kernel(dx, dy, size, stride, pad):
     # dy (N, C, OH, OW) -> dx (N, C, H, W): each window shares its gradient equally
     # NumPy: dx = add_windows(broadcast(dy / size**2 over each window)) (overlaps summed)
-    t = cuda.grid(1)
-    if t < dx.size:
+    for t in range(cuda.grid(1), dx.size, cuda.gridsize(1)):
         C, H, W = dx.shape[1], dx.shape[2], dx.shape[3]
         OH, OW = dy.shape[2], dy.shape[3]
         n, c = t // (C * H * W), (t // (H * W)) % C
@@ -111,7 +107,7 @@ def maxpool2d_forward(x, size, stride, pad):
     require_device("maxpool2d_forward", x=x)
     shape = _out_shape(x.shape, size, stride, pad)
     y, arg = empty(shape), empty(shape, np.int32)
-    maxpool_forward_kernel[blocks(y.size), THREADS](y, arg, x, size, stride, pad)
+    maxpool_forward_kernel[launch(y.size)](y, arg, x, size, stride, pad)
     return y, (tuple(x.shape), arg, size, stride, pad)
 
 
@@ -120,7 +116,7 @@ def maxpool2d_backward(dy, cache):
     require_device("maxpool2d_backward", dy=dy)
     x_shape, arg, size, stride, pad = cache
     dx = empty(x_shape)
-    maxpool_backward_kernel[blocks(dx.size), THREADS](dx, dy, arg, size, stride, pad)
+    maxpool_backward_kernel[launch(dx.size)](dx, dy, arg, size, stride, pad)
     return dx
 
 
@@ -128,7 +124,7 @@ def avgpool2d_forward(x, size, stride, pad):
     # x (N, C, H, W) -> y (N, C, OH, OW); zero padding counts towards the mean
     require_device("avgpool2d_forward", x=x)
     y = empty(_out_shape(x.shape, size, stride, pad))
-    avgpool_forward_kernel[blocks(y.size), THREADS](y, x, size, stride, pad)
+    avgpool_forward_kernel[launch(y.size)](y, x, size, stride, pad)
     return y, (tuple(x.shape), size, stride, pad)
 
 
@@ -137,5 +133,5 @@ def avgpool2d_backward(dy, cache):
     require_device("avgpool2d_backward", dy=dy)
     x_shape, size, stride, pad = cache
     dx = empty(x_shape)
-    avgpool_backward_kernel[blocks(dx.size), THREADS](dx, dy, size, stride, pad)
+    avgpool_backward_kernel[launch(dx.size)](dx, dy, size, stride, pad)
     return dx

@@ -1,0 +1,243 @@
+"""Data-parallel training over MPI (fastnn/distributed.py), with ``mpiexec -n 2`` on this machine.
+
+* Exactness: 2 ranks end an epoch with the parameters of one process that trains on the same
+  global batches, to float32 round-off (a relative difference of 1e-4 at most per tensor).
+* One run: rank 0 alone prints and writes; the metrics say "world_size".
+* Resume: a run whose rank 1 is SIGKILLed resumes on 2 ranks to the parameters of an unbroken
+  run, bit for bit; on another number of ranks it is refused.
+* Failure: a rank that fails alone (a corrupt data file) or hangs (SIGSTOP) stops both ranks with
+  its message, in bounded time; a NaN loss stops both at the same step, reported once.
+
+mpi4py and mpiexec come with ``pip install "fastnn[mpi]"`` (dev includes it); where they are
+missing these tests are skipped with that reason, and under CI they fail instead.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fastnn.distributed import DataParallel, split
+from fastnn.errors import ConfigError
+
+from .conftest import IN_CI
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKER = Path(__file__).with_name("distributed_worker.py")
+MPIEXEC = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or shutil.which("mpiexec")
+TIMEOUT = 180  # seconds any one command may take here before the test calls it a hang
+
+
+@pytest.fixture
+def mpiexec():
+    try:
+        import mpi4py  # noqa: F401
+        reason = None if MPIEXEC else "no mpiexec on PATH"
+    except ImportError:
+        reason = "mpi4py is not installed"
+    if reason:
+        message = f"{reason}: pip install \"fastnn[mpi]\""
+        if IN_CI:
+            pytest.fail(f"the MPI tests must run in CI: {message}")
+        pytest.skip(message)
+    return MPIEXEC
+
+
+def run(command, tmp_path, mnist_dir, **env):
+    """Run ``command`` in tmp_path with one thread per process; (completed process, seconds)."""
+    environment = dict(os.environ, PYTHONPATH=str(ROOT), FASTNN_DATA=str(mnist_dir), FASTNN_NUM_THREADS="1")
+    for name in ("FASTNN_TEST_KILL", "FASTNN_MPI_TIMEOUT", "FASTNN_CONV_ALGO"):
+        environment.pop(name, None)
+    environment.update(env)
+    start = time.perf_counter()
+    done = subprocess.run([str(c) for c in command], check=False, cwd=tmp_path, env=environment,
+                          capture_output=True, text=True, timeout=TIMEOUT)
+    return done, time.perf_counter() - start
+
+
+def ranks(mpiexec, n=2):
+    return [mpiexec, "-n", n]
+
+
+def fastnn_cli(*args):
+    return [sys.executable, "-m", "fastnn", *args]
+
+
+def arrays(path, prefix="param/"):
+    with np.load(path, allow_pickle=False) as data:
+        return {k: data[k] for k in data.files if k.startswith(prefix)}
+
+
+def relative_differences(a, b):
+    """Per parameter tensor: |a - b| / |b| (Frobenius norms)."""
+    assert a.keys() == b.keys() and a
+    return {k: float(np.linalg.norm(a[k] - b[k]) / np.linalg.norm(b[k])) for k in a}
+
+
+# ---------------------------------------------------------------- exactness
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model, images, conv_algorithm", [
+    ("simple-cnn", 6000, "auto"),
+    # Winograd (the default for pytorch-net's 32->64 conv) turns the exact zeros of the images'
+    # background into +-1e-9, so the ReLU after it passes or stops a gradient on the sign of a
+    # rounding error: any change of summation order, a second rank's included, then grows into
+    # differences of about 1% in an epoch. im2col keeps those zeros exact.
+    ("pytorch-net", 6000, "im2col"),
+    ("mlp", 2025, "auto"),  # the last batch, 25 images, splits unevenly: 13 and 12
+])
+def test_two_ranks_end_with_the_parameters_of_one_process(mpiexec, tmp_path, mnist_dir, model, images,
+                                                          conv_algorithm):
+    one, _ = run([sys.executable, WORKER, model, images, "one.npz"], tmp_path, mnist_dir,
+                 FASTNN_CONV_ALGO=conv_algorithm)
+    assert one.returncode == 0, one.stderr
+    two, _ = run([*ranks(mpiexec), sys.executable, WORKER, model, images, "two.npz", "--distributed"], tmp_path,
+                 mnist_dir, FASTNN_CONV_ALGO=conv_algorithm)
+    assert two.returncode == 0, two.stderr
+    with np.load(tmp_path / "two.npz") as data:
+        assert data["world_size"] == 2 and data["in_sync"], "the ranks ended with different parameters"
+    single, double = arrays(tmp_path / "one.npz"), arrays(tmp_path / "two.npz")
+    differences = relative_differences(double, single)
+    assert max(differences.values()) < 1e-4, differences
+    # training moved every tensor a thousand times farther than the two runs are apart
+    initial = arrays_of_fresh_model(model)
+    assert all(np.linalg.norm(single[k] - initial[k]) > 1e3 * np.linalg.norm(single[k] - double[k]) for k in single)
+
+
+def arrays_of_fresh_model(name):
+    from fastnn import models
+    return {k: v for k, v in models.build(name, seed=0).state_arrays().items() if k.startswith("param/")}
+
+
+def test_batchnorm_running_statistics_are_averaged_over_the_ranks(mpiexec, tmp_path, mnist_dir):
+    two, _ = run([*ranks(mpiexec), sys.executable, WORKER, "bn-mlp", 1000, "two.npz", "--distributed"], tmp_path,
+                 mnist_dir)
+    assert two.returncode == 0, two.stderr
+    with np.load(tmp_path / "two.npz") as data:
+        assert data["in_sync"], "the ranks ended with different parameters or running statistics"
+        mean, var = data["buffer/2.running_mean"], data["buffer/2.running_var"]
+    assert np.abs(mean).max() > 0.01 and np.abs(var - 1).max() > 0.01  # they did move from (0, 1)
+
+
+# ---------------------------------------------------------------- the command line: one run, resume
+
+RUN = ["train", "--distributed", "--model", "pytorch-net", "--limit", "1200", "--batch-size", "100",
+       "--epochs", "2", "--seed", "5", "--no-progress"]
+
+
+@pytest.mark.slow
+def test_a_two_rank_run_is_one_run_and_resumes_exactly_after_a_rank_is_killed(mpiexec, tmp_path, mnist_dir):
+    # unbroken (pytorch-net keeps its dropout: each rank's stream must be restored on resume)
+    whole, _ = run([*ranks(mpiexec), *fastnn_cli(*RUN, "--checkpoint", "a.ck.npz", "--checkpoint-every", "5",
+                                                "--metrics", "a.json", "--save", "a.npz")], tmp_path, mnist_dir)
+    assert whole.returncode == 0, whole.stderr
+    assert whole.stdout.count("epoch 1/2") == 1 and whole.stdout.count("compiling") == 1, whole.stdout
+    assert "2 ranks" in whole.stdout
+    metrics = json.loads((tmp_path / "a.json").read_text())
+    assert metrics["world_size"] == 2 and len(metrics["epochs"]) == 2
+    assert metrics["allreduce_floats"] == sum(a.size for a in arrays(tmp_path / "a.npz").values()) + 1
+
+    # rank 1 killed after step 17: the launcher stops rank 0 too; the step-15 checkpoint is there
+    killed, seconds = run([*ranks(mpiexec), *fastnn_cli(*RUN, "--checkpoint", "b.ck.npz", "--checkpoint-every", "5",
+                                                         "--save", "b.npz")], tmp_path, mnist_dir,
+                          FASTNN_TEST_KILL="step:17@1")
+    assert killed.returncode != 0 and not (tmp_path / "b.npz").exists()
+    assert seconds < 60, f"the ranks took {seconds:.0f} s to stop after one was killed"
+    from fastnn.checkpoint import CHECKPOINT_FORMAT, load_arrays
+    trainer = load_arrays(tmp_path / "b.ck.npz", CHECKPOINT_FORMAT)[0]["trainer"]
+    assert (trainer["epoch"], trainer["step"], trainer["world_size"]) == (1, 3, 2)  # 12 steps per epoch: 15 = 12 + 3
+    assert len(trainer["rank_generators"]) == 2
+
+    # on one process, or on 3 ranks, it is refused with the command that resumes it
+    alone, _ = run(fastnn_cli("train", "--resume", "b.ck.npz", "--no-progress"), tmp_path, mnist_dir)
+    assert alone.returncode == 1
+    assert "trained on 2 rank(s), this one has 1" in alone.stderr and "mpiexec -n 2" in alone.stderr, alone.stderr
+
+    resumed, _ = run([*ranks(mpiexec), *fastnn_cli("train", "--distributed", "--resume", "b.ck.npz",
+                                                   "--no-progress", "--save", "b.npz")], tmp_path, mnist_dir)
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = arrays(tmp_path / "a.npz"), arrays(tmp_path / "b.npz")
+    assert all(np.array_equal(a[k], b[k]) for k in a), relative_differences(b, a)
+
+
+# ---------------------------------------------------------------- failures stop every rank
+
+def test_a_rank_that_fails_alone_stops_both_with_its_message(mpiexec, tmp_path, mnist_dir):
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(mnist_dir, corrupt)
+    labels = corrupt / "train-labels-idx1-ubyte.gz"
+    data = bytearray(labels.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    labels.write_bytes(bytes(data))
+    args = ["train", "--distributed", "--model", "mlp", "--limit", "500", "--epochs", "1", "--no-progress"]
+    # MPMD: rank 0 reads the good files, rank 1 (a machine whose copy is damaged) the corrupt ones
+    done, seconds = run([mpiexec, "-n", 1, *fastnn_cli(*args), ":", "-n", 1, *fastnn_cli(*args, "--data", corrupt)],
+                        tmp_path, mnist_dir)
+    assert done.returncode != 0
+    assert "error on rank 1 of 2" in done.stderr and "corrupt" in done.stderr, done.stderr
+    assert seconds < 60
+
+
+def test_a_hung_rank_stops_the_run_after_the_timeout(mpiexec, tmp_path, mnist_dir):
+    args = ["train", "--distributed", "--model", "mlp", "--limit", "1000", "--epochs", "1", "--no-progress"]
+    done, seconds = run([*ranks(mpiexec), *fastnn_cli(*args)], tmp_path, mnist_dir, FASTNN_TEST_KILL="stop:3@1",
+                        FASTNN_MPI_TIMEOUT="3")
+    assert done.returncode != 0
+    assert "error on rank 0 of 2" in done.stderr and "has not joined the step's Allreduce for 3 s" in done.stderr, \
+        done.stderr
+    assert seconds < 60
+
+
+def test_a_nan_loss_stops_every_rank_at_the_same_step_reported_once(mpiexec, tmp_path, mnist_dir):
+    args = ["train", "--distributed", "--model", "mlp", "--limit", "1000", "--epochs", "1", "--no-progress",
+            "--optimizer", "sgd", "--lr", "1e6", "--schedule", "constant"]
+    done, _ = run([*ranks(mpiexec), *fastnn_cli(*args)], tmp_path, mnist_dir)
+    assert done.returncode == 1
+    assert done.stderr.count("error:") == 1 and ("loss became" in done.stderr or "NaN" in done.stderr), done.stderr
+
+
+# ---------------------------------------------------------------- usage errors, without a launcher
+
+def test_distributed_without_a_launcher_or_without_mpi4py_names_the_fix(mpiexec, tmp_path, mnist_dir):
+    alone, _ = run(fastnn_cli("train", "--distributed", "--limit", "100"), tmp_path, mnist_dir)
+    assert alone.returncode == 1 and "mpiexec -n 2 fastnn train --distributed" in alone.stderr, alone.stderr
+    hide = "import sys; sys.modules['mpi4py'] = None; from fastnn.cli import main; sys.exit(main(sys.argv[1:]))"
+    missing, _ = run([sys.executable, "-c", hide, "train", "--distributed"], tmp_path, mnist_dir)
+    assert missing.returncode == 1 and 'pip install "fastnn[mpi]"' in missing.stderr, missing.stderr
+    info, _ = run(fastnn_cli("info"), tmp_path, mnist_dir)
+    assert "distributed (MPI): available: mpi4py" in info.stdout, info.stdout
+
+
+class FakeComm:
+    """Enough of an mpi4py communicator for the checks that need only a rank and a size."""
+
+    def __init__(self, rank, size):
+        self.rank, self.size = rank, size
+
+    def Get_rank(self):
+        return self.rank
+
+    def Get_size(self):
+        return self.size
+
+
+def test_the_global_batch_must_split_over_the_ranks(mpiexec):
+    parallel = DataParallel(comm=FakeComm(0, 4))
+    parallel.check_batch_size(100)
+    with pytest.raises(ConfigError, match="multiple of 4: use --batch-size 96 or 100"):
+        parallel.check_batch_size(98)
+    with pytest.raises(ConfigError, match="last batch of each epoch holds 2 of the 1002"):
+        parallel.check_epoch(1002, 100)
+    parallel.check_epoch(1004, 100)
+    assert (parallel.stream(7, 2), DataParallel(comm=FakeComm(0, 1)).stream(7, 2)) == ([7, 2, 0], [7, 2])
+
+
+@pytest.mark.parametrize("n, parts", [(100, 2), (25, 2), (7, 3), (3, 4), (0, 2)])
+def test_split_cuts_as_array_split_does(n, parts):
+    expected = np.array_split(np.arange(n), parts)
+    assert all(np.array_equal(np.arange(n)[split(n, parts, r)], expected[r]) for r in range(parts))
