@@ -538,7 +538,6 @@ def main(argv=None):
         import traceback
         print(f"fastnn {args.command}: rank {parallel.rank} of {parallel.size} failed:", file=sys.stderr)
         traceback.print_exc()
-        sys.stderr.flush()
         parallel.abort(1)
 
 

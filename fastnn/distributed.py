@@ -46,6 +46,7 @@ from . import backends, config
 from .errors import ConfigError, DistributedError
 
 INSTALL = 'pip install "fastnn[mpi]" (mpi4py, and the mpich wheel with its mpiexec)'
+ABORT_GRACE_SECONDS = 1.0
 
 
 def import_mpi():
@@ -208,7 +209,12 @@ class DataParallel:
         return self.comm.gather(value, root=0)
 
     def abort(self, code=1):
-        """Stop every rank now (the launcher kills the others): for an error this rank met alone."""
+        """Stop every rank now (the launcher kills the others): for an error this rank met alone.
+        The pause first lets the launcher forward what this rank printed: output still on its way
+        when MPI_Abort kills the processes is lost (a CI run lost a whole error message so)."""
+        sys.stdout.flush()
+        sys.stderr.flush()
+        time.sleep(ABORT_GRACE_SECONDS)
         self.comm.Abort(code)
 
     def summary(self) -> dict:
