@@ -21,6 +21,7 @@ from fastnn.layers import BatchNorm, Conv2D, Dense, Dropout, Flatten, MaxPool2D,
 from fastnn.model import Sequential
 
 from ..conftest import SIMULATED_CUDA, load_or_skip
+from .transfers import count_transfers
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -166,49 +167,11 @@ _DEVICE_ARRAY_ATTRIBUTES = {"size", "dtype", "ndim", "strides", "itemsize", "nby
 
 @pytest.fixture
 def copy_log(K, monkeypatch):
-    """A log of every copy between host and device, in either direction.
-
-    Yields {"to_host": [sizes], "to_device": [sizes]}: copy_to_host calls; cuda.to_device calls
-    and host arrays handed straight to a kernel launch, which Numba copies over (and back) on its own.
-    """
-    import importlib
-
-    from numba import cuda
-    cls = type(K.zeros(1))
-    copies = {"to_host": [], "to_device": []}
-    original_copy = cls.copy_to_host
-
-    def copy_to_host(self, *args, **kwargs):
-        copies["to_host"].append(int(self.size))
-        return original_copy(self, *args, **kwargs)
-
-    monkeypatch.setattr(cls, "copy_to_host", copy_to_host)
-    original_to_device = cuda.to_device
-
-    def to_device(ary, *args, **kwargs):
-        copies["to_device"].append(int(np.size(ary)))
-        return original_to_device(ary, *args, **kwargs)
-
-    monkeypatch.setattr(cuda, "to_device", to_device)
-    # a host array passed to a kernel launch goes through an ArgHint (In / Out / InOut) on a GPU
-    # and in the simulator alike (whose numba.cuda.args may be its own module or the same one)
-    patched = set()
-    for module_name in ("numba.cuda.args", "numba.cuda.simulator.args"):
-        try:
-            hints = importlib.import_module(module_name)
-        except ImportError:
-            continue
-        for hint in {getattr(hints, name) for name in ("In", "Out", "InOut") if hasattr(hints, name)}:
-            if "to_device" not in vars(hint) or hint in patched:
-                continue
-            patched.add(hint)
-
-            def implicit(self, *args, _original=vars(hint)["to_device"], **kwargs):
-                copies["to_device"].append(int(np.size(self.value)))
-                return _original(self, *args, **kwargs)
-
-            monkeypatch.setattr(hint, "to_device", implicit)
-    yield copies
+    """A log of every copy between host and device, in either direction: {"to_host": [sizes],
+    "to_device": [sizes]}, from tests/backends/transfers.py's counter (uploads include host arrays
+    handed straight to a kernel launch, which Numba copies over and back on its own)."""
+    log = count_transfers(K, monkeypatch)
+    yield {"to_host": log["down"], "to_device": log["up"]}
 
 
 @pytest.fixture

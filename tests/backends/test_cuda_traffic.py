@@ -8,8 +8,6 @@
   GPU uses (the simulator runs smaller blocks, see arrays.py and dense.py).
 * One full training step of every named model, at batch 2, against the numpy reference.
 """
-import importlib
-
 import numpy as np
 import pytest
 
@@ -21,6 +19,7 @@ from fastnn.model import Sequential
 from fastnn.train import Trainer
 
 from ..conftest import SIMULATED_CUDA, load_or_skip
+from .transfers import count_transfers
 
 
 @pytest.fixture
@@ -37,45 +36,9 @@ def randn(rng, *shape):
 
 @pytest.fixture
 def traffic(K, monkeypatch):
-    """Counts of what crosses between host and device, and of device allocations, from now on.
-
-    {"up": [elements copied host -> device], "down": [elements copied device -> host],
-     "allocations": [elements of each new device array]}: cuda.to_device (up, and an allocation),
-    copy_to_device on a device array (up), a host array handed to a kernel launch (up: Numba copies
-    it over on its own), copy_to_host (down), cuda.device_array and device_array_like (allocations).
-    """
-    from numba import cuda
-    log = {"up": [], "down": [], "allocations": []}
-    cls = type(K.zeros(1))
-
-    def counted(owner, name, *kinds, size=lambda args, kwargs, self=None: None):
-        original = getattr(owner, name)
-
-        def wrapper(*args, **kwargs):
-            n = size(args, kwargs)
-            for kind in kinds:
-                log[kind].append(n)
-            return original(*args, **kwargs)
-        monkeypatch.setattr(owner, name, wrapper)
-
-    counted(cuda, "to_device", "up", "allocations", size=lambda a, k: int(np.size(a[0])))
-    counted(cuda, "device_array", "allocations",
-            size=lambda a, k: int(np.prod(a[0] if a else k["shape"], dtype=np.int64)))
-    counted(cuda, "device_array_like", "allocations", size=lambda a, k: int(np.size(a[0])))
-    counted(cls, "copy_to_device", "up", size=lambda a, k: int(np.size(a[1])))
-    counted(cls, "copy_to_host", "down", size=lambda a, k: int(a[0].size))
-    # a host array passed to a kernel launch goes through an ArgHint (In / Out / InOut)
-    patched = set()
-    for module_name in ("numba.cuda.args", "numba.cuda.simulator.args"):
-        try:
-            hints = importlib.import_module(module_name)
-        except ImportError:
-            continue
-        for hint in {getattr(hints, name) for name in ("In", "Out", "InOut") if hasattr(hints, name)}:
-            if "to_device" in vars(hint) and hint not in patched:
-                patched.add(hint)
-                counted(hint, "to_device", "up", size=lambda a, k: int(np.size(a[0].value)))
-    return log
+    """What crosses between host and device, and the device allocations, from now on
+    (tests/backends/transfers.py)."""
+    return count_transfers(K, monkeypatch)
 
 
 def test_the_counter_sees_every_way(K, traffic):
