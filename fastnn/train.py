@@ -39,7 +39,7 @@ from . import backends, optim, schedules
 from .augment import RandomAffine
 from .checkpoint import (CHECKPOINT_FORMAT, MODEL_PREFIXES, VERSION, load_arrays, load_model_arrays,
                          model_from_metadata, save_arrays, test_kill)
-from .distributed import split
+from .distributed import DataParallel, split
 from .errors import CheckpointError, ConfigError, TrainingDivergedError
 from .losses import SoftmaxCrossEntropy
 from .model import check_batch_size, check_images, check_labels  # noqa: F401 (check_* were defined here)
@@ -97,6 +97,9 @@ class Trainer:
                               f"or None, not {schedule!r}")
         if augment is not None and not isinstance(augment, RandomAffine):
             raise ConfigError(f"augment must be a fastnn.RandomAffine or None, not {augment!r}")
+        if parallel is not None and not isinstance(parallel, DataParallel):
+            raise ConfigError(f"parallel must be a fastnn.distributed.DataParallel (made in a process that "
+                              f"mpiexec started) or None, not {parallel!r}")
         self.schedule = schedules.Constant() if schedule is None else schedule
         self.loss = SoftmaxCrossEntropy(label_smoothing)
         self.label_smoothing = float(label_smoothing)

@@ -237,6 +237,40 @@ def test_the_global_batch_must_split_over_the_ranks(mpiexec):
     assert (parallel.stream(7, 2), DataParallel(comm=FakeComm(0, 1)).stream(7, 2)) == ([7, 2, 0], [7, 2])
 
 
+def test_the_trainer_refuses_a_parallel_that_is_not_a_data_parallel():
+    from fastnn import models, optim
+    from fastnn.train import Trainer
+    with pytest.raises(ConfigError, match="parallel must be a fastnn.distributed.DataParallel"):
+        Trainer(models.build("mlp"), optim.make("adam"), parallel=object())
+
+
+@pytest.mark.parametrize("value, seconds", [("", 600.0), ("2.5", 2.5), ("0", None), ("-1", None), ("soon", None),
+                                            ("inf", None)])
+def test_the_mpi_timeout_is_a_positive_number_of_seconds(monkeypatch, value, seconds):
+    from fastnn import config
+    monkeypatch.setenv("FASTNN_MPI_TIMEOUT", value)
+    if seconds is None:
+        with pytest.raises(ConfigError, match="FASTNN_MPI_TIMEOUT"):
+            config.mpi_timeout()
+    else:
+        assert config.mpi_timeout() == seconds
+
+
+@pytest.mark.parametrize("value, rank, point", [("step:3@1", "1", ("step", 3)), ("step:3@1", "0", None),
+                                                ("stop:2", "0", ("stop", 2)), ("write:4@0", None, None)])
+def test_a_kill_point_can_name_a_rank(monkeypatch, value, rank, point):
+    from fastnn import config
+    for name in config.LAUNCHER_RANK_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    if rank is not None:
+        monkeypatch.setenv("PMI_RANK", rank)
+    monkeypatch.setenv("FASTNN_TEST_KILL", value)
+    assert config.test_kill_point() == point
+    monkeypatch.setenv("FASTNN_TEST_KILL", "step:3@x")
+    with pytest.raises(ConfigError, match="optionally @RANK"):
+        config.test_kill_point()
+
+
 @pytest.mark.parametrize("n, parts", [(100, 2), (25, 2), (7, 3), (3, 4), (0, 2)])
 def test_split_cuts_as_array_split_does(n, parts):
     expected = np.array_split(np.arange(n), parts)
