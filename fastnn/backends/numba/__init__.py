@@ -6,6 +6,11 @@ single-threaded, so only one thread pool ever runs (fastnn/threads.py).
 Where nothing beats the reference for a kernel, the module says so and uses it.
 """
 from ... import config
+from . import _cache
+
+# before any kernel module runs its @njit(cache=True) decorators: a cached kernel must be
+# recompiled when any file of this backend changes, not only its own (see _cache.py).
+_cache.install()
 
 # the kernels call SciPy's BLAS; set it up before it loads (see config.py).
 config.quiet_idle_blas_threads()
