@@ -54,10 +54,10 @@ def test_flat_input_is_refused_with_the_reason():
 
 
 def record_steps(backend_name, steps=3):
-    """(batch given to train_step, images the model saw, labels the loss saw) for the first
-    ``steps`` steps of an augmented epoch."""
+    """(batch given to train_step, images the model saw, labels the loss saw) for each of the
+    ``steps`` steps of an augmented epoch of 16-image batches."""
     K = backends.use(backend_name)
-    x, y = tiny_data(n=48)
+    x, y = tiny_data(n=16 * steps)
     trainer = Trainer(tiny_model(), optim.make("sgd", lr=0.1), batch_size=16, seed=3, progress=False,
                       augment=RandomAffine(shift=1.5, degrees=20))
     trainer.warmup()  # fit's own warm-up step (random images) is not one to record
@@ -67,7 +67,10 @@ def record_steps(backend_name, steps=3):
     trainer.model.forward = lambda xb, train=False: seen.append(np.array(K.to_host(xb))) or forward(xb, train)
     trainer.loss.forward = lambda logits, yb: scored.append(np.array(K.to_host(yb))) or loss(logits, yb)
     trainer.fit(x, y, epochs=1)
-    return trainer, list(zip(given, seen, scored))[:steps], (x, y)
+    # one record of each kind per step: zip would quietly drop a step that one of them missed,
+    # and an empty list would make both callers' loops check nothing
+    assert (len(given), len(seen), len(scored)) == (steps, steps, steps)
+    return trainer, list(zip(given, seen, scored)), (x, y)
 
 
 def test_the_trainer_trains_on_warped_images_and_keeps_their_labels():

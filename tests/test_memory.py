@@ -24,6 +24,7 @@ def test_inference_at_batch_1000_holds_no_batch_sized_memory(model):
     x = np.random.default_rng(0).random((1000, 1, 28, 28), dtype=np.float32)
     small = net.forward(x[:10], train=False)
     after_small = scratch_bytes()
+    assert after_small > 0  # the kernels did take their scratch from the pool (else 0 == 0 below)
     big = net.forward(x, train=False)
     # the batch grew 100x; the scratch its kernels asked for did not grow at all
     assert scratch_bytes() == after_small
@@ -55,9 +56,12 @@ def test_cython_work_arrays_do_not_grow_with_the_batch(model):
     def work_bytes():
         return sum(buf.nbytes for buf in getattr(_prep._work, "pool", {}).values())
 
+    # only this model's buffers from here on: a larger one an earlier test left would hide growth
+    getattr(_prep._work, "pool", {}).clear()
     net = models.build(model, seed=0)
     x = np.random.default_rng(0).random((1000, 1, 28, 28), dtype=np.float32)
     net.forward(x[:10], train=False)
     after_small = work_bytes()
+    assert after_small > 0  # the kernels did take their work arrays from the pool (else 0 == 0 below)
     net.forward(x, train=False)
     assert work_bytes() == after_small < 16 << 20  # sized to an image per thread, not to the batch

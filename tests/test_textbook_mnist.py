@@ -75,8 +75,8 @@ def test_weight_decay_and_l1_on_300_images(mnist):
 
 
 @pytest.mark.slow
-def test_mnist_mlp_reaches_97_5_percent(mnist):
-    """Chapters 3-6: the MLP with early stopping, on all of MNIST, at least 97.5% on the test set."""
+def test_mnist_mlp_reaches_96_percent(mnist):
+    """Chapters 3-6: the MLP with early stopping, on all of MNIST, at least 96% on the test set."""
     mlp = example("mnist_mlp")
     x_train, y_train, x_test, y_test = mnist
     epochs = []
@@ -89,4 +89,7 @@ def test_mnist_mlp_reaches_97_5_percent(mnist):
     best = min(history, key=lambda m: m["val_loss"])
     _, accuracy = model.evaluate(x_test, y_test)
     assert accuracy == pytest.approx(best["test_accuracy"])  # early stopping went back to the best epoch
-    assert accuracy >= 0.975
+    # seeds 0-5 end at 97.46-98.01% (seed 0: 98.01% on an AVX-512 host, 97.97% on AVX2): 97.5% lay
+    # inside that spread (seed 2 fails it). 96% leaves 1.46 points, nearly 3 times the 0.55-point
+    # spread; dense layers that pass no gradient back end at 83.6%
+    assert accuracy >= 0.96

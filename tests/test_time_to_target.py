@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from fastnn import backends, optim
+from fastnn import backends, optim, schedules
 from fastnn.cli import main, parser
 from fastnn.errors import ConfigError
 from fastnn.recipes import RECIPES
@@ -15,10 +15,14 @@ from .test_hardening_training import tiny_data, tiny_model
 
 
 def evaluated_run(target=None):
+    """A numpy run of 3 epochs evaluated every 3 steps; ``at_evaluation``: its parameters and
+    buffers at each evaluation."""
     backends.use("numpy")
     x, y = tiny_data(320)
     test = tiny_data(200, seed=9)
     trainer = Trainer(tiny_model(), optim.make("adam", lr=0.01), batch_size=16, progress=False)
+    trainer.at_evaluation, evaluate_test = [], trainer.evaluate_test
+    trainer.evaluate_test = lambda: trainer.at_evaluation.append(trainer.model.state_arrays()) or evaluate_test()
     trainer.fit(x, y, epochs=3, test=test, eval_every=3, target_accuracy=target)
     return trainer
 
@@ -38,8 +42,13 @@ def test_target_accuracy_stops_at_the_first_evaluation_that_reaches_it():
     assert stopped.seconds_to_target == stopped.evaluations[-1]["seconds"] <= stopped.clock()
     last = stopped.history[-1]
     assert last["target_reached"] and last["test_accuracy"] == target
-    for key, value in stopped.model.state_arrays().items():  # the same run up to there
-        assert np.isfinite(value).all(), key
+    # the model it stops with is the free run's at that evaluation, bit for bit (BatchNorm's
+    # running statistics too): the same run up to there, and nothing done to the model after it
+    want = free.at_evaluation[first]
+    got = stopped.model.state_arrays()
+    assert got.keys() == want.keys()
+    for key in want:
+        np.testing.assert_array_equal(got[key], want[key], err_msg=key)
     assert stopped.clock() >= stopped.train_seconds > 0 and stopped.eval_seconds > 0
 
 
@@ -65,6 +74,7 @@ def test_the_metrics_say_when_the_target_was_reached(mnist_dir, tmp_path, capsys
     data = json.loads(metrics.read_text())
     assert data["target_accuracy"] == 0.8 and data["schedule"]["name"] == "cosine" and data["schedule"]["warmup"] == 5
     evaluations = data["evaluations"]
+    # runs without a target pass 80% by step 16 and end at 85-87% (seeds 0-2, AVX-512 and AVX2 alike)
     assert all(e["test_accuracy"] < 0.8 for e in evaluations[:-1]) and evaluations[-1]["test_accuracy"] >= 0.8
     assert data["seconds_to_target"] == evaluations[-1]["seconds"] > 0
     assert data["train_seconds_total"] == pytest.approx(sum(e["train_seconds"] for e in data["epochs"]))
@@ -115,12 +125,16 @@ def test_lr_decay_alone_selects_the_step_schedule_and_a_recipe_sets_defaults(mon
         assert getattr(recipe, name) == (0.02 if name == "lr" else value), name
     assert recipe.given == {"recipe", "lr"}  # a resumed run takes the rest from its checkpoint
     defaults = parser().parse_args(["train"]).run_defaults
-    assert cli.make_schedule(recipe).config() == {"name": "onecycle", **cli.make_schedule(recipe).config(),
-                                                  "warmup": RECIPES["speedrun"]["warmup"]}
+    # the schedule the recipe's arguments build: a one-cycle with the recipe's warm-up (compared with
+    # one made directly, not with a dict made out of the config under test)
+    speedrun = RECIPES["speedrun"]
+    config = cli.make_schedule(recipe).config()
+    assert config == schedules.make(speedrun["schedule"], warmup=speedrun["warmup"]).config()
+    assert config["name"] == "onecycle"
     assert (defaults["schedule"], defaults["label_smoothing"], recipe.label_smoothing) == ("onecycle", 0.1, 0.0)
 
 
-def test_the_speedrun_recipe_reaches_98_percent_on_a_10000_image_subset(mnist_dir, tmp_path):
+def test_the_speedrun_recipe_reaches_97_percent_on_a_10000_image_subset(mnist_dir, tmp_path):
     """Its model, batch, optimizer and schedule, on a sixth of the data: accuracy only."""
     metrics = tmp_path / "m.json"
     assert main(["train", "--recipe", "speedrun", "--limit", "10000", "--epochs", "3", "--data", str(mnist_dir),
@@ -128,7 +142,9 @@ def test_the_speedrun_recipe_reaches_98_percent_on_a_10000_image_subset(mnist_di
     data = json.loads(metrics.read_text())
     assert (data["recipe"], data["model"], data["batch_size"]) == ("speedrun", RECIPES["speedrun"]["model"],
                                                                     RECIPES["speedrun"]["batch_size"])
-    assert max(e["test_accuracy"] for e in data["epochs"]) >= 0.98
+    # seeds 0-2 end at 98.25-98.40% (seed 0 on an AVX2 host: 98.37%): 98% left 0.25 points. 97% is
+    # 1.25 points under the lowest, and 7 over the 89.9% of dense layers that pass no gradient back
+    assert max(e["test_accuracy"] for e in data["epochs"]) >= 0.97
 
 
 def test_augment_and_label_smoothing_from_the_command_line(mnist_dir, tmp_path, capsys):
@@ -137,7 +153,7 @@ def test_augment_and_label_smoothing_from_the_command_line(mnist_dir, tmp_path, 
                            "--metrics", str(metrics))) == 0
     data = json.loads(metrics.read_text())
     assert data["augment"] == {"shift": 2.0, "degrees": 10.0} and data["label_smoothing"] == 0.1
-    assert data["epochs"][0]["test_accuracy"] > 0.5  # it learns from warped images
+    assert data["epochs"][0]["test_accuracy"] > 0.5  # it learns from warped images (seeds 0-2: 72-79%)
     assert "label smoothing 0.1, augment RandomAffine(shift=2, degrees=10)" in capsys.readouterr().out
 
 

@@ -1,4 +1,6 @@
 """Training on real MNIST: learning, repeatability, early stopping, model files."""
+import functools
+
 import numpy as np
 import pytest
 
@@ -8,12 +10,16 @@ from fastnn.errors import ShapeError
 from fastnn.train import Trainer
 
 
-@pytest.fixture(scope="module")
-def mnist():
-    from .conftest import MNIST_DIR
-    if not (MNIST_DIR / "train-images-idx3-ubyte.gz").exists():
-        pytest.skip(f"real MNIST files not found at {MNIST_DIR}")
-    return load_mnist("mnist", MNIST_DIR, download_missing=False, progress=False)
+@functools.lru_cache(maxsize=1)
+def read_mnist(directory):
+    return load_mnist("mnist", directory, download_missing=False, progress=False)
+
+
+@pytest.fixture
+def mnist(mnist_dir):
+    """(x_train, y_train, x_test, y_test), read once for the module; conftest's mnist_dir skips
+    where the files are missing, and fails under CI."""
+    return read_mnist(mnist_dir)
 
 
 @pytest.mark.slow
@@ -23,7 +29,12 @@ def test_simple_cnn_learns_mnist_from_10000_images(mnist):
     trainer = Trainer(model, optim.make("adam", lr=0.001), batch_size=100, seed=0, progress=False)
     history = trainer.fit(x_train[:10000], y_train[:10000], epochs=2, test=(x_test, y_test))
     print(f"{backends.active_name()}: {history}")
-    assert history[-1]["test_accuracy"] >= 0.95
+    # seeds 0-2 end at 96.0-96.4% (AVX-512 and AVX2 hosts alike), a spread of 0.4 points; 94%
+    # leaves 2 points (5 times that spread) for rounding and seeds. Dense layers that pass no
+    # gradient back end at 68%, dense weight gradients of the wrong sign at 10%. (Subtler breaks,
+    # a frozen conv at 94.9%, ReLU passing every gradient at 95.3%, are test_layers.py's gradient
+    # checks' to catch: no threshold here could tell them from a working run's spread.)
+    assert history[-1]["test_accuracy"] >= 0.94
     assert history[1]["train_loss"] < history[0]["train_loss"]
     assert set(history[0]) >= {"epoch", "train_seconds", "images_per_second", "train_loss", "test_loss",
                                "test_accuracy"}

@@ -8,6 +8,12 @@ import os
 
 import numpy as np
 
+# Where the tolerances come from: float32's unit roundoff is u = 2**-24 = 6e-8. Two backends sum
+# the K products of a dot product in different orders (blocking, SIMD width, threads: they differ
+# between AVX2 and AVX-512 hosts); with O(1) inputs the sum is O(sqrt(K)) and the two roundings
+# differ by about u * K typically (a random walk of K steps of size u * sqrt(K)), u * K**2 at worst.
+# rtol 2e-4 is 3,300 u; atol 2e-5 * sqrt(K) (``scale``) is 330 / sqrt(K) times the typical
+# difference: 8x or more for every K <= 1,700 the tests use, while a wrong index moves values by O(1).
 F32 = dict(rtol=2e-4, atol=2e-5)
 
 
