@@ -5,7 +5,12 @@
 * ``candidate`` runs a test once per compiled backend (numba, cython, cuda). A backend that
   cannot load here is skipped with its reason; under CI (CI=true) that is a failure instead,
   so a green CI run means every backend really ran.
-* The terminal summary counts the tests that ran per backend.
+* The terminal summary counts the tests that ran per backend: a test counts for the backends
+  its fixtures loaded only once its body has run without skipping (a cuda case that skips
+  itself in the simulator, say, is not "ran").
+* FASTNN_TUNE=0 (unless set): the suite checks numbers, not speed, so every convolution runs the
+  backend's built-in algorithm table, the same on every machine; the tuner has its own tests
+  (tests/backends/test_tuning.py), which switch it on.
 """
 import collections
 import os
@@ -13,6 +18,7 @@ from pathlib import Path
 
 if not Path("/dev/nvidiactl").exists():
     os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
+os.environ.setdefault("FASTNN_TUNE", "0")
 
 import numpy as np
 import pytest
@@ -24,7 +30,10 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 SIMULATED_CUDA = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
 MNIST_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
 
+# The backends the current test's fixtures loaded (candidate, reference, test_winograd's twin
+# add to it); committed to _ran_total by pytest_runtest_makereport once the body has run.
 _ran = collections.Counter()
+_ran_total = collections.Counter()
 
 
 def load_or_skip(name):
@@ -72,8 +81,23 @@ def _restore_backend():
     backends._active = before
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    _ran.clear()  # a fresh tally for each test, before its fixtures are set up
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    # loading a backend is not running a test: the body must have run, not skipped itself
+    # (an xfail ran its body too); a failure did run, and is reported on its own
+    if report.when == "call" and (not report.skipped or hasattr(report, "wasxfail")):
+        _ran_total.update(_ran)
+    return report
+
+
 def pytest_terminal_summary(terminalreporter):
-    if _ran:
-        counts = ", ".join(f"{name}: {_ran[name]}" for name in ("numpy",) + COMPILED_BACKENDS)
+    if _ran_total:
+        counts = ", ".join(f"{name}: {_ran_total[name]}" for name in ("numpy",) + COMPILED_BACKENDS)
         where = "simulator" if SIMULATED_CUDA else "GPU"
         terminalreporter.write_line(f"kernel tests that ran per backend: {counts} (cuda on the {where})")

@@ -11,9 +11,11 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from numba import float32
 
 from fastnn import backends, optim
 from fastnn.errors import ShapeError
@@ -156,8 +158,34 @@ def test_reductions_with_the_gpu_block_size(K, rng, monkeypatch):
     assert K.count_correct(K.to_device(logits), K.to_device(labels)) == reference.count_correct(logits, labels)
 
 
-def test_synchronize(K):
-    K.synchronize()  # kernels launch asynchronously on a GPU: benchmarks wait with this
+def test_synchronize_waits_for_the_kernels_launched(K, monkeypatch):
+    """Kernels launch asynchronously on a GPU: benchmarks end a step's time with K.synchronize()."""
+    from numba import cuda
+    if SIMULATED_CUDA:
+        # the simulator runs a launch to its end before returning: all synchronize can do is ask
+        # the device to wait, as on a GPU
+        waits = []
+        monkeypatch.setattr(cuda, "synchronize", lambda: waits.append("device"))
+        K.synchronize()
+        assert waits == ["device"]
+        return
+
+    @cuda.jit
+    def spin(out, n):
+        # out[0] = the n-th term of a -> a / 2 + 1 from 0: a dependent chain, about a second of one GPU thread
+        a = float32(0.0)
+        for _ in range(n):
+            a = a * float32(0.5) + float32(1.0)
+        out[0] = a
+
+    out = K.zeros(1)
+    spin[1, 1](out, 400_000_000)   # compiled on the host first, then launched; returns at once
+    done = cuda.event(timing=False)
+    done.record()                  # completes when every kernel launched before it has
+    assert not done.query(), "the kernel finished before its launch returned: make it longer"
+    K.synchronize()
+    assert done.query()
+    assert K.to_host(out)[0] == 2.0
 
 
 # ---------------------------------------------------------------------------- data residency
@@ -323,11 +351,44 @@ def test_strict_simulator_arrays_refuse_numpy(K, strict_device_arrays):
     assert a.reshape(6).shape == (6,) and a.dtype == np.float32 and a.size == 6
 
 
-def test_trainer_fit_on_the_device(K, rng):
+def _fit(name, x, y, orders):
+    """Trainer.fit on ``name``, 2 epochs of 2 batches, the 6 test images in batches of 4 and 2;
+    ``orders``: the epochs' permutations, drawn and recorded (cuda: by the device generator) when
+    empty, replayed otherwise (the backends' generators differ)."""
     from fastnn.train import Trainer
-    backends.use("cuda")
-    model = Sequential([Flatten(), Dense(16, 5, rng=rng)], (1, 4, 4), name="tiny-mlp")
+    K = backends.use(name)
+    model = Sequential([Flatten(), Dense(16, 8, rng=np.random.default_rng(0)), ReLU(),
+                        Dense(8, 5, rng=np.random.default_rng(1))], (1, 4, 4), name="tiny-mlp")
+    trainer = Trainer(model, optim.make("sgd", lr=0.5), batch_size=4, seed=0, progress=False, eval_batch_size=4)
+    if orders:
+        replay = iter(orders)
+        trainer.shuffle_rng = SimpleNamespace(permutation=lambda n: next(replay),
+                                              bit_generator=SimpleNamespace(state=None))
+    else:
+        draw = trainer.shuffle_rng.permutation
+
+        def record(n):
+            order = draw(n)
+            orders.append(K.to_host(order))
+            return order
+        trainer.shuffle_rng.permutation = record
+    return trainer.fit(x, y, epochs=2, test=(x[:6], y[:6])), model
+
+
+def test_trainer_fit_on_the_device_matches_the_numpy_backend(K, rng):
+    """Trainer.fit on cuda (where the batches are gathered, the losses kept and the test set
+    evaluated on the device) computes the numpy backend's fit over the same batches, and the
+    parameters stay on the device."""
+    from fastnn.backends.cuda.arrays import is_device
     x, y = rng.random((8, 1, 4, 4), dtype=np.float32), rng.integers(0, 5, 8)
-    trainer = Trainer(model, optim.make("sgd", lr=0.1), batch_size=4, progress=False, eval_batch_size=8)
-    history = trainer.fit(x, y, epochs=1, test=(x, y))
-    assert len(history) == 1 and np.isfinite(history[0]["test_loss"])
+    orders = []
+    history, model = _fit("cuda", x, y, orders)
+    assert all(is_device(value) for layer in model.layers for value in layer.params.values())
+    assert len(orders) == 2 and all(sorted(order) == list(range(8)) for order in orders)
+    want, _ = _fit("numpy", x, y, orders)
+    assert len(history) == len(want) == 2
+    for got, expected in zip(history, want):
+        for key in ("train_loss", "test_loss"):   # float32 sums of a few terms: rounding far below 1e-5
+            assert got[key] == pytest.approx(expected[key], rel=1e-5), key
+        assert got["test_accuracy"] == expected["test_accuracy"]
+    assert history[1]["train_loss"] < history[0]["train_loss"]  # and it trained
