@@ -5,6 +5,12 @@ over the target, so a crash mid-write leaves the previous file intact.
 Reads use ``allow_pickle=False`` and check every array against the architecture.
 A model file (format "fastnn-model") holds a model; a checkpoint ("fastnn-checkpoint",
 written by ``Trainer.checkpoint``) holds a model plus everything needed to resume its training.
+
+Every array fastnn reads from a user's file goes through one check before anything is allocated
+(``check_npy_header``): the sizes its .npy header declares must be what the file holds. NumPy
+allocates the declared array first and reads into it after, so a 3 KB file declaring
+(100000, 100000) float32 would ask for 37 GiB. The .npz entries here and ``load_npy`` (the .npy
+images of ``fastnn predict``) use it; IDX files check their header the same way (fastnn/data/idx.py).
 """
 import io
 import json
@@ -118,6 +124,8 @@ def load_arrays(path, expected_format=FORMAT):
     """
     path = Path(path)
     formats = (expected_format,) if isinstance(expected_format, str) else tuple(expected_format)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a directory, not a model file; give the .npz file in it")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
     with open(path, "rb") as f:
@@ -189,23 +197,61 @@ def check_array_sizes(path):
                     if f.read(len(np.lib.format.MAGIC_PREFIX)) != np.lib.format.MAGIC_PREFIX:
                         continue  # not a .npy entry: load_arrays refuses it below
                     f.seek(0)
-                    version = np.lib.format.read_magic(f)
-                    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                                   else np.lib.format.read_array_header_2_0)
-                    shape, _, dtype = read_header(f, max_header_size=10_000)
-                    if dtype.hasobject:
-                        continue  # np.load refuses it with its own message (pickles), below
-                    declared = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize  # float: no overflow
-                    held = info.file_size - f.tell()
-                    if declared != held:
-                        raise CheckpointError(f"{path}: entry {info.filename!r} declares a {shape} {dtype} array "
-                                              f"({declared:,} bytes) but holds {held:,} bytes: the file is "
-                                              f"corrupt or forged")
+                    check_npy_header(f, info.file_size, f"{path}: entry {info.filename!r}")
     except CheckpointError:
         raise
     except Exception as e:  # a damaged zip or .npy header: BadZipFile, ValueError, EOFError, ...
         raise CheckpointError(f"{path}: not a readable .npz file ({type(e).__name__}: {e}); "
                               f"it may be truncated or corrupt") from e
+
+
+def check_npy_header(f, size, name, error=CheckpointError):
+    """(shape, dtype) from the .npy header at the start of ``f``, which holds ``size`` bytes in all,
+    once the header is found to declare exactly the bytes that follow it; else ``error`` naming
+    ``name`` ("x.npy", "x.npz: entry 'param/0.W.npy'"). Reads the header alone, allocates nothing.
+    A damaged header raises NumPy's ValueError (or EOFError) for the caller to name."""
+    version = np.lib.format.read_magic(f)
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, _, dtype = read_header(f, max_header_size=10_000)
+    if dtype.hasobject:
+        return shape, dtype  # a pickle, of no declared size: np.load refuses it (allow_pickle=False)
+    declared = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize  # float: no overflow on forged sizes
+    held = size - f.tell()
+    if declared != held:
+        raise error(f"{name} declares a {shape} {dtype} array ({declared:,} bytes) but holds {held:,} bytes: "
+                    f"the file is truncated, corrupt or forged")
+    return shape, dtype
+
+
+def load_npy(path, error=CheckpointError):
+    """The array in the .npy file ``path``, read only after check_npy_header has found its header true to
+    the file's size; never a pickle. ``error``: the exception for a file that is not a readable .npy."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            check_npy_header(f, os.fstat(f.fileno()).st_size, f"{path}: its .npy header", error)
+            f.seek(0)
+            return np.lib.format.read_array(f, allow_pickle=False)
+    except error:
+        raise
+    except FileNotFoundError as e:
+        raise error(f"{path}: no such file") from e
+    except (OSError, ValueError, EOFError) as e:  # a damaged header, a pickle, a directory, no permission
+        raise error(f"{path}: cannot read it as a .npy array: {e}") from e
+
+
+def check_writable(path, what):
+    """Refuse, naming it as ``what`` ("--save PATH", "OUT.onnx PATH"), an output file that cannot be
+    written: a directory, or one whose nearest existing parent is a file or not writable by us."""
+    path = Path(path).resolve()
+    if path.is_dir():
+        raise ConfigError(f"{what}: is a directory; give a file name")
+    parent = path.parent
+    while not parent.exists():  # atomic_write creates the missing directories
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"{what}: cannot write into {parent}" + ("" if parent.is_dir() else " (a file)"))
+    return path
 
 
 def check_declared_sizes(path, metadata, arrays):
@@ -242,6 +288,7 @@ def save_model(path, model, metadata=None):
 def model_from_metadata(path, metadata, arrays):
     """The model a file's metadata describes, with its parameters and buffers from ``arrays``."""
     check_declared_sizes(path, metadata, arrays)
+    config.fusion()  # a bad FASTNN_FUSION is the environment's fault, not the file's: not wrapped below
     try:
         model = Sequential.from_config(metadata["model"])
     except (ConfigError, ShapeError) as e:  # an unknown layer type, a bad setting, layers that do not fit

@@ -31,6 +31,7 @@ What this cannot fix: a thin pen line on a big photo shrinks to a faint hairline
 strokes are 2-3 pixels wide in 28x28): draw thick, about a tenth of the digit's height.
 Shadows and uneven light are not levelled; crop the photo close to the digit.
 """
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -65,7 +66,9 @@ def load_digit(source) -> np.ndarray:
 
     ``source``: a PNG, JPEG, BMP or GIF file (a GIF's first frame), a ``.npy`` file, a PIL image, or
     a numpy array (2-D, or (1, H, W)) of grey levels (uint8 0-255, or floats). The module docstring
-    lists the steps. An unreadable file, or an image with no ink, raises DataError naming it."""
+    lists the steps. An unreadable file, or an image with no ink, raises DataError naming it; so does
+    a file whose header declares more than it holds (a .npy) or more pixels than Pillow's limit,
+    before anything of that size is allocated."""
     if isinstance(source, (str, Path)):
         name = str(source)
         gray = read_gray(Path(source))
@@ -84,22 +87,25 @@ def read_gray(path: Path) -> np.ndarray:
     if path.is_dir():
         raise DataError(f"{path}: a directory with no {', '.join(s.lstrip('.') for s in SUFFIXES)} files")
     if path.suffix.lower() == ".npy":
-        try:
-            array = np.load(path, allow_pickle=False)
-        except (OSError, ValueError, EOFError) as e:
-            raise DataError(f"{path}: cannot read it as a .npy array: {e}") from e
-        return array_gray(array, str(path))
+        from .checkpoint import load_npy  # its header is checked against the file's size before allocating
+        return array_gray(load_npy(path, error=DataError), str(path))
     from PIL import Image
     try:
-        with Image.open(path) as image:
-            image.seek(0)  # an animated GIF: its first frame
-            image.load()
-            return _pil_gray(image)
+        with warnings.catch_warnings():
+            # Image.open reads the header alone; over Pillow's pixel limit (MAX_IMAGE_PIXELS, about 89 MP) it
+            # only warns, and load() would then allocate what a tiny forged header asks: refuse it there
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image.seek(0)  # an animated GIF: its first frame
+                image.load()
+                return _pil_gray(image)
     except FileNotFoundError as e:
         raise DataError(f"{path}: no such file") from e
     except Image.UnidentifiedImageError as e:
         raise DataError(f"{path}: not an image Pillow can read (PNG, JPEG, BMP, GIF; or a .npy array)") from e
-    except (OSError, ValueError, EOFError, SyntaxError, Image.DecompressionBombError) as e:
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
+        raise DataError(f"{path}: too many pixels for a digit image ({e}); crop or shrink it") from e
+    except (OSError, ValueError, EOFError, SyntaxError) as e:
         raise DataError(f"{path}: cannot read the image: {e}") from e
 
 

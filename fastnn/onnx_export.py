@@ -138,13 +138,16 @@ def to_onnx(model, path, opset=DEFAULT_OPSET):
 
 def cmd_export(args):
     """``fastnn export MODEL.npz OUT.onnx``: a saved model (or a checkpoint's model) as ONNX."""
-    from .checkpoint import load_model
+    from .checkpoint import check_writable, load_model
     require_onnx()  # fail before reading the model
     out = Path(args.out_file)
     if out.is_dir():
         raise ConfigError(f"{out}: is a directory; give a file name such as {out / 'model.onnx'}")
     if out.resolve() == Path(args.model_file).resolve():
         raise ConfigError(f"{out}: would overwrite the model file; give another name (e.g. model.onnx)")
+    if out.suffix.lower() == ".npz":  # most likely MODEL.npz and OUT.onnx swapped, or a typo
+        raise ConfigError(f"{out}: an ONNX file named like a fastnn model (.npz); give a name ending in .onnx")
+    check_writable(out, str(out))  # before the export, not after it
     model, _ = load_model(args.model_file)
     to_onnx(model, out, opset=args.opset)
     print(f"wrote {out}: {model.name}, ONNX opset {args.opset}, {out.stat().st_size:,} bytes; "

@@ -43,9 +43,11 @@ def format_line(path, probabilities, top=1) -> str:
 
 def cmd_predict(args):
     from .checkpoint import load_model
-    from .cli import select_backend, trained_on
+    from .cli import check_model_fits, select_backend, trained_on
+    from .digits import SIZE
     select_backend(args)
     model, meta = load_model(args.model_file)  # not a model: CheckpointError, one line from main()
+    check_model_fits(model, args.model_file, (1, SIZE, SIZE), "fastnn predict (digits prepared as MNIST's)")
     model.to_backend()
     if trained_on(meta) != "mnist":
         print(f"fastnn predict: note: {args.model_file} was trained on {trained_on(meta)}; images are "

@@ -3,8 +3,10 @@
 A compiled kernel indexes without bounds checks: a label of 10 for 10 classes made numba's loss
 read outside its row (exit 139 on a bad day). So each layer, loss, model and trainer call below
 gets out-of-range labels, wrong shapes and wrong dtypes, and must raise a fastnn error that
-names the problem. The calls run in a child process: a crash fails the test with the call that
-crashed, instead of killing pytest.
+names the problem: each case's EXPECTED fragment (the layer, the expected shape or dtype, the
+valid range) must be in its message. The calls that must keep working must raise nothing at all.
+The calls run in a child process: a crash fails the test with the call that crashed, instead of
+killing pytest.
 """
 import json
 import os
@@ -36,6 +38,8 @@ PROBE = textwrap.dedent('''
         return np.array(values, np.int64)
 
     def backward_with(layer, x, dy):
+        for table in (layer.params, layer.buffers):  # in the backend's memory: else cuda's forward refuses
+            table.update({name: dev(value) for name, value in table.items()})  # them and backward is never reached
         layer.forward(x)
         return layer.backward(dy)
 
@@ -114,6 +118,72 @@ def run_probe(backend):
                           timeout=900)
 
 
+# What each bad call's message must say: the layer (or loss, or argument) and what it expected, or the
+# valid range of labels. The same on every backend: the checks run before any kernel.
+EXPECTED = {
+    "loss label = K": "labels: class indices must lie in [0, 10), found 1..10",
+    "loss label huge": "labels: class indices must lie in [0, 10), found 1..1000000000",
+    "loss label < 0": "labels: class indices must lie in [0, 10), found -1..3",
+    "loss float labels": "SoftmaxCrossEntropy: expected labels of shape (4,), integer class indices",
+    "loss too few labels": "SoftmaxCrossEntropy: expected labels of shape (4,), integer class indices for logits "
+                           "(4, 10), got (3,)",
+    "loss 1-d logits": "SoftmaxCrossEntropy: expected logits (N, K)",
+    "loss int logits": "SoftmaxCrossEntropy: expected logits (N, K) as a non-empty floating-point array",
+    "loss list labels": "SoftmaxCrossEntropy: expected labels of shape (4,), integer class indices",
+    "mse shapes": "MeanSquaredError: prediction (4, 10) and target (4, 9) differ",
+    "mse int target": "MeanSquaredError: expected the target as a non-empty floating-point array",
+    "dense features": "Dense: expected input of shape (N, 8), got (2, 9)",
+    "dense float64": "Dense: expected float32 input, got float64",
+    "dense dy shape": "Dense: expected a gradient of shape (2, 3)",
+    "dense dy float64": "Dense: expected a float32 gradient, got float64",
+    "dense dy int": "Dense: expected a float32 gradient, got int32",
+    "conv channels": "Conv2D: expected input of shape (N, 3, H, W), got (2, 1, 8, 8)",
+    "conv too small": "Conv2D: a 4x4 input is smaller than the 5x5 kernel",
+    "conv 3-d": "Conv2D: expected input of shape (N, 1, H, W), got (1, 8, 8)",
+    "conv float64": "Conv2D: expected float32 input, got float64",
+    "conv dy shape": "Conv2D: expected a gradient of shape (2, 4, 6, 6)",
+    "conv dy float64": "Conv2D: expected a float32 gradient, got float64",
+    "maxpool 3-d": "MaxPool2D: expected input of shape (N, C, H, W), got (2, 8, 8)",
+    "maxpool too small": "MaxPool2D: a 2x2 input is smaller than the 3x3 window",
+    "maxpool int": "MaxPool2D: expected floating-point input, got int32",
+    "maxpool dy shape": "MaxPool2D: expected a gradient of shape (2, 1, 2, 2)",
+    "avgpool dy int": "AvgPool2D: expected a floating-point gradient, got int32",
+    "relu int": "ReLU: expected floating-point input, got int64",
+    "relu dy shape": "ReLU: expected a gradient of shape (2, 3)",
+    "sigmoid empty": "Sigmoid: expected input of shape (N, ...), got (0, 3)",
+    "tanh dy int": "Tanh: expected a floating-point gradient, got int64",
+    "dropout int": "Dropout: expected floating-point input, got int64",
+    "batchnorm features": "BatchNorm: expected input of shape (N, 4) or (N, 4, H, W), got (2, 5)",
+    "batchnorm dy shape": "BatchNorm: expected a gradient of shape (3, 4)",
+    "flatten dy shape": "Flatten: expected a gradient of shape (2, 4)",
+    "model forward shape": "model: expected input of shape (N, 1, 12, 12)",
+    "model forward float64": "model: expected float32 input, got float64",
+    "model backward shape": "Dense: expected a gradient of shape (4, 10)",
+    "model evaluate label": "labels: class indices must lie in [0, 10), found 0..10",
+    "model predict float64": "images: expected float32 images, got float64",
+    "train_step label": "labels: class indices must lie in [0, 10), found 0..10",  # on cuda: the loss's check
+    "train_step label < 0": "labels: class indices must lie in [0, 10), found -3..2",
+    "train_step shape": "train_step images: model expects (N, 1, 12, 12)",
+    "fit label": "training labels: class indices must lie in [0, 10), found 0..11",
+}
+
+
+def check_results(backend, results):
+    """The complaints about the probe's ``results`` ({case: line}): a bad call that raised no fastnn error
+    or one whose message lacks its EXPECTED fragment, a call that must work that raised anything."""
+    wrong = {}
+    for case, line in results.items():
+        result = line["result"]
+        if not line["must_fail"]:
+            if result != "no error":
+                wrong[case] = f"must work, got {result}"
+        elif not result.startswith("fastnn:"):
+            wrong[case] = f"expected a fastnn error, got {result}"
+        elif EXPECTED[case] not in result:
+            wrong[case] = f"the message does not say {EXPECTED[case]!r}: {result}"
+    return [f"{backend}: {case}: {why}" for case, why in wrong.items()]
+
+
 @pytest.mark.parametrize("backend", ["numpy", "numba", "cython", "cuda"])
 def test_bad_input_is_a_fastnn_error_on_every_backend(backend):
     load_or_skip(backend)
@@ -124,8 +194,20 @@ def test_bad_input_is_a_fastnn_error_on_every_backend(backend):
     assert done.returncode == 0, (f"the process died (exit {done.returncode}) during {started[-1:]!r}:\n"
                                   f"{done.stderr[-2000:]}")
     assert len(results) == len(started) > 40
-    wrong = {case: line["result"] for case, line in results.items()
-             if line["must_fail"] != line["result"].startswith("fastnn:")}
-    assert not wrong, f"{backend}: these calls did not behave:\n" + "\n".join(f"  {c}: {r}" for c, r in wrong.items())
-    for case in ("loss label = K", "loss label huge", "train_step label", "model evaluate label"):
-        assert "[0, 10)" in results[case]["result"], results[case]  # names the valid range
+    assert {case for case, line in results.items() if line["must_fail"]} == set(EXPECTED)  # every case has one
+    wrong = check_results(backend, results)
+    assert not wrong, "these calls did not behave:\n  " + "\n  ".join(wrong)
+
+
+def test_the_checks_catch_a_must_work_call_that_raises_and_a_message_that_names_nothing():
+    """check_results itself: what the old test let through (an "other:" exception from a call that must
+    work; a fastnn error that does not say what was wrong) is a complaint."""
+    results = {case: {"result": f"fastnn:ShapeError:{fragment}; more", "must_fail": True}
+               for case, fragment in EXPECTED.items()}
+    results["valid train_step"] = {"result": "no error", "must_fail": False}
+    assert check_results("numpy", results) == []
+    results["valid train_step"] = {"result": "other:ValueError:operands could not be broadcast", "must_fail": False}
+    results["dense features"] = {"result": "fastnn:ShapeError:bad input", "must_fail": True}
+    results["conv 3-d"] = {"result": "other:IndexError:tuple index out of range", "must_fail": True}
+    assert [line.split(": ")[1] for line in check_results("numpy", results)] == [
+        "dense features", "conv 3-d", "valid train_step"]

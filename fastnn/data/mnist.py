@@ -22,6 +22,9 @@ from ..errors import ConfigError, DataError
 from .idx import decompress, parse_idx
 
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+# The decompressed size of each (the IDX header and the bytes of 60,000 or 10,000 28x28 images or labels), the
+# same in both data sets: a file is never inflated past it, so a gzip bomb in the data directory inflates nothing big.
+CONTENT_BYTES = dict(zip(FILES, (16 + 60000 * 28 * 28, 8 + 60000, 16 + 10000 * 28 * 28, 8 + 10000)))
 
 # MD5 of each file's decompressed content: the same for every faithful copy, however compressed.
 DATASETS = {
@@ -75,14 +78,16 @@ def find(dataset="mnist", data_dir=None) -> dict | None:
     return None
 
 
-def verified_content(path: Path, expected_md5: str, name=None) -> bytes:
-    """The decompressed bytes of ``path``, after checking their MD5; ``name`` for messages (default: the path)."""
+def verified_content(path: Path, expected_md5: str, name=None, max_bytes=None) -> bytes:
+    """The decompressed bytes of ``path``, after checking their MD5; ``name`` for messages (default: the path).
+    ``max_bytes``: the size the content should have; no more than one byte past it is inflated (a longer
+    content then fails the checksum)."""
     name = name or str(path)
     try:
         raw = Path(path).read_bytes()
     except OSError as e:
         raise DataError(f"{name}: cannot read it ({e.strerror or e})") from e
-    content = decompress(raw, name)
+    content = decompress(raw, name, limit=max_bytes)
     digest = hashlib.md5(content).hexdigest()
     if digest != expected_md5:
         raise DataError(f"{name}: checksum mismatch (md5 {digest}, expected {expected_md5}): the file is "
@@ -91,7 +96,7 @@ def verified_content(path: Path, expected_md5: str, name=None) -> bytes:
     return content
 
 
-def _fetch(url, target: Path, expected_md5: str, progress: bool):
+def _fetch(url, target: Path, expected_md5: str, progress: bool, max_bytes=None):
     """Stream ``url`` into ``target``: written under a temporary name, renamed only once complete
     and its checksum is right, so a bad download never replaces or leaves a file."""
     with urllib.request.urlopen(url, timeout=30) as response:
@@ -103,7 +108,7 @@ def _fetch(url, target: Path, expected_md5: str, progress: bool):
                 while chunk := response.read(1 << 16):
                     out.write(chunk)
                     bar.update(len(chunk))
-            verified_content(Path(tmp), expected_md5, name=url)
+            verified_content(Path(tmp), expected_md5, name=url, max_bytes=max_bytes)
             os.replace(tmp, target)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -126,14 +131,14 @@ def download(dataset="mnist", target_dir=None, mirrors=None, progress=True) -> d
         for mirror in mirrors:
             url = mirror.rstrip("/") + f"/{name}.gz"
             try:
-                _fetch(url, target, spec["md5"][name], progress)
+                _fetch(url, target, spec["md5"][name], progress, CONTENT_BYTES[name])
                 paths[name] = target
                 break
             # HTTPException: the connection broke mid-file; ValueError: a malformed URL
             except (urllib.error.URLError, OSError, http.client.HTTPException, DataError, ValueError) as e:
                 failures.append(f"{url}: {getattr(e, 'reason', e)}")
         else:
-            raise DataError(f"could not download {name}.gz from any mirror:\n  " + "\n  ".join(failures))
+            raise DataError(f"could not download {name}.gz from any mirror: " + "; ".join(failures))
     return paths
 
 
@@ -141,18 +146,19 @@ def load_mnist(dataset="mnist", data_dir=None, download_missing=True, progress=T
     """(x_train, y_train, x_test, y_test): images float32 in [0, 1] shaped (N, 1, 28, 28), labels int64."""
     spec = _check_dataset(dataset)
     paths = find(dataset, data_dir)
-    if paths is None:
-        searched = "\n  ".join(str(d) for d in search_dirs(dataset, data_dir))
-        how = (f"Put the four files ({', '.join(f + '.gz' for f in FILES)}) in one of these directories, "
-               f"or point FASTNN_DATA or --data at a directory that holds them.")
+    if paths is None:  # one line, as every error the command line prints
+        searched = ", ".join(str(d) for d in search_dirs(dataset, data_dir))
+        how = (f"put the four files ({', '.join(f + '.gz' for f in FILES)}) in one of these directories, "
+               f"or point FASTNN_DATA or --data at a directory that holds them")
         if not download_missing:
-            raise DataError(f"{dataset} not found. Looked in:\n  {searched}\n{how}")
+            raise DataError(f"{dataset} not found (looked in {searched}): {how}")
         try:
             paths = download(dataset, progress=progress)
         except DataError as e:
-            raise DataError(f"{dataset} not found and the download failed. Looked in:\n  {searched}\n"
-                            f"{e}\n{how}") from e
-    arrays = [parse_idx(verified_content(paths[name], spec["md5"][name]), str(paths[name])) for name in FILES]
+            raise DataError(f"{dataset} not found and the download failed (looked in {searched}; {e}): "
+                            f"{how}") from e
+    arrays = [parse_idx(verified_content(paths[name], spec["md5"][name], max_bytes=CONTENT_BYTES[name]),
+                        str(paths[name])) for name in FILES]
     train_images, train_labels, test_images, test_labels = arrays
 
     def images(a):
