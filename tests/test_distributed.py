@@ -1,18 +1,28 @@
 """Data-parallel training over MPI (fastnn/distributed.py), with ``mpiexec -n 2`` on this machine.
 
-* Exactness: 2 ranks end an epoch with the parameters of one process that trains on the same
-  global batches, to float32 round-off (a relative difference of 1e-4 at most per tensor).
+* One step, exact: the 2 ranks' gradient is one process's gradients of their two slices, weighted
+  by the slices' shares and added: to the last bit (a 2-term float32 sum is the same in any order).
+  BatchNorm's running statistics are the average of each slice's, to the last bit.
+* One step, rounding: that gradient is one process's gradient of the whole batch, and the SGD update
+  its update, to float32 rounding, with a bound from the sizes of the sums (float32's unit roundoff
+  times sqrt(terms) times the sum of the terms' absolute values).
+* An epoch: 2 ranks end as close to one process as 10 times the noise that rounding alone makes
+  (measured in the same run: one process that adds each batch's images in reverse order), and
+  training moved every tensor 100 times farther than that.
 * One run: rank 0 alone prints and writes; the metrics say "world_size".
 * Resume: a run whose rank 1 is SIGKILLed resumes on 2 ranks to the parameters of an unbroken
   run, bit for bit; on another number of ranks it is refused.
 * Failure: a rank that fails alone (a corrupt data file) or hangs (SIGSTOP) stops both ranks with
-  its message, in bounded time; a NaN loss stops both at the same step, reported once.
+  its message, in bounded time; a NaN loss on one rank stops both at the same step, before its
+  update, reported once.
 
 mpi4py and mpiexec come with ``pip install "fastnn[mpi]"`` (dev includes it); where they are
 missing these tests are skipped with that reason, and under CI they fail instead.
 """
 import json
+import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -22,10 +32,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fastnn import models
 from fastnn.distributed import DataParallel, split
 from fastnn.errors import ConfigError
 
 from .conftest import IN_CI
+from .distributed_worker import STEP_LR
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name("distributed_worker.py")
@@ -73,6 +85,16 @@ def arrays(path, prefix="param/"):
         return {k: data[k] for k in data.files if k.startswith(prefix)}
 
 
+def part(data, prefix):
+    """The arrays of ``data`` (an .npz file or a dict) whose names start with ``prefix``, named without it."""
+    return {k[len(prefix):]: data[k] for k in data.keys() if k.startswith(prefix)}
+
+
+def assert_same_bits(actual, expected, name):
+    assert np.array_equal(actual, expected), \
+        f"{name}: off by up to {np.abs(actual - expected).max():.3g}, in values up to {np.abs(expected).max():.3g}"
+
+
 def relative_differences(a, b):
     """Per parameter tensor: |a - b| / |b| (Frobenius norms)."""
     assert a.keys() == b.keys() and a
@@ -80,6 +102,73 @@ def relative_differences(a, b):
 
 
 # ---------------------------------------------------------------- exactness
+
+STEP_IMAGES = {"mlp": 25, "simple-cnn": 100, "pytorch-net": 100}  # mlp's 25 split unevenly: 13 and 12
+U = float(np.finfo(np.float32).eps) / 2  # float32's unit roundoff: one rounding moves x by u|x| at most
+_one_step = {}  # the one_step fixture's arrays, once read
+
+
+@pytest.fixture
+def one_step(mpiexec, mnist_dir, tmp_path_factory):
+    """The worker's one SGD step of every model (and bn-mlp), on 2 ranks and in one process: one
+    mpiexec run, made by the first test that asks and read by the others."""
+    if not _one_step:
+        directory = tmp_path_factory.mktemp("one-step")
+        specs = [f"{model}:{images}" for model, images in STEP_IMAGES.items()] + ["bn-mlp:100"]
+        # im2col: see the Winograd note at test_an_epoch_on_two_ranks_stays_within_the_rounding_noise_of_one_process
+        done, _ = run([*ranks(mpiexec), sys.executable, WORKER, "step", "step.npz", *specs], directory, mnist_dir,
+                      FASTNN_CONV_ALGO="im2col")
+        assert done.returncode == 0, done.stderr
+        with np.load(directory / "step.npz") as data:
+            _one_step.update((k, data[k]) for k in data.files)
+    return _one_step
+
+
+@pytest.mark.parametrize("model", list(STEP_IMAGES))
+def test_one_step_on_two_ranks_is_the_step_of_one_process_to_float32_rounding(one_step, model):
+    n = STEP_IMAGES[model]
+    assert one_step[f"{model}/in_sync"], "the ranks ended the step with different parameters"
+    grads = {run: part(one_step, f"{model}/{run}/grad/") for run in ("two", "one", "slice0", "slice1")}
+    shares = [(s.stop - s.start) / n for s in (split(n, 2, 0), split(n, 2, 1))]
+    for key, two in grads["two"].items():
+        # exact: each rank computes what one process computes on its slice (the same kernels on the
+        # same numbers: the same bits); the Allreduce weighs the two by their shares of the batch and
+        # adds them, one float32 addition, the same in either order
+        weighted = [np.multiply(grads[f"slice{r}"][key], shares[r], dtype=np.float32) for r in (0, 1)]
+        assert_same_bits(two, weighted[0] + weighted[1], key)
+        # rounding: one process adds the same per-image terms in another order (not two halves, then
+        # their sum). A float32 sum with n additions behind it, in any order, is within about
+        # sqrt(n) u sum|terms| of the exact sum (Higham and Mary 2019, rounding errors independent and
+        # of mean 0; the worst case, n u, is never met): the runs are within 2 sqrt(n) u ||A|| of each
+        # other, A = sum|terms|. The worker's summed_terms gives A and n.
+        one, a, n_added = grads["one"][key], one_step[f"{model}/abs/{key}"], one_step[f"{model}/terms/{key}"]
+        bound = 2 * np.sqrt(n_added) * U * np.linalg.norm(a)
+        assert np.linalg.norm(two - one) <= bound, (key, np.linalg.norm(two - one) / bound)
+        # and the bound is far below the gradient, so that a wrong share or a lost term cannot hide in it
+        assert bound < 0.01 * np.linalg.norm(one), key
+    # the update, p - lr g: the runs' differ by lr times their gradients' difference, plus in each run
+    # one rounding of lr g (u |lr g| at most) and one of the result z (u |z| <= u/(1 - u) |fl(z)|)
+    lr = float(np.float32(STEP_LR))
+    params = {run: part(one_step, f"{model}/{run}/param/") for run in ("two", "one")}
+    for key, two in params["two"].items():
+        two, one = two.astype(np.float64), params["one"][key].astype(np.float64)
+        g2, g1 = grads["two"][key].astype(np.float64), grads["one"][key].astype(np.float64)
+        rounding = U * lr * (np.abs(g2) + np.abs(g1)) + U / (1 - U) * (np.abs(two) + np.abs(one))
+        assert np.all(np.abs(two - one) <= lr * np.abs(g2 - g1) + rounding), key
+
+
+def test_batchnorm_running_statistics_are_averaged_over_the_ranks(one_step):
+    assert one_step["bn-mlp/in_sync"], "the ranks ended with different parameters or running statistics"
+    two = part(one_step, "bn-mlp/two/buffer/")
+    slices = [part(one_step, f"bn-mlp/slice{r}/buffer/") for r in (0, 1)]
+    assert two.keys() == {"2.running_mean", "2.running_var"}
+    for key, statistics in two.items():
+        # each rank's are those of one process's step on its slice alone; the Allreduce halves them
+        # (exactly) and adds them (one float32 addition): their average, to the last bit
+        assert_same_bits(statistics, np.float32(0.5) * slices[0][key] + np.float32(0.5) * slices[1][key], key)
+        # the slices' differ, far beyond rounding: rank 0's statistics sent to every rank would not pass
+        assert np.abs(slices[0][key] - slices[1][key]).max() > 1e-3 * np.abs(statistics).max(), key
+
 
 @pytest.mark.slow
 @pytest.mark.parametrize("model, images, conv_algorithm", [
@@ -91,37 +180,24 @@ def relative_differences(a, b):
     ("pytorch-net", 6000, "im2col"),
     ("mlp", 2025, "auto"),  # the last batch, 25 images, splits unevenly: 13 and 12
 ])
-def test_two_ranks_end_with_the_parameters_of_one_process(mpiexec, tmp_path, mnist_dir, model, images,
-                                                          conv_algorithm):
-    one, _ = run([sys.executable, WORKER, model, images, "one.npz"], tmp_path, mnist_dir,
-                 FASTNN_CONV_ALGO=conv_algorithm)
-    assert one.returncode == 0, one.stderr
-    two, _ = run([*ranks(mpiexec), sys.executable, WORKER, model, images, "two.npz", "--distributed"], tmp_path,
-                 mnist_dir, FASTNN_CONV_ALGO=conv_algorithm)
-    assert two.returncode == 0, two.stderr
-    with np.load(tmp_path / "two.npz") as data:
-        assert data["world_size"] == 2 and data["in_sync"], "the ranks ended with different parameters"
-    single, double = arrays(tmp_path / "one.npz"), arrays(tmp_path / "two.npz")
-    differences = relative_differences(double, single)
-    assert max(differences.values()) < 1e-4, differences
-    # training moved every tensor a thousand times farther than the two runs are apart
-    initial = arrays_of_fresh_model(model)
-    assert all(np.linalg.norm(single[k] - initial[k]) > 1e3 * np.linalg.norm(single[k] - double[k]) for k in single)
-
-
-def arrays_of_fresh_model(name):
-    from fastnn import models
-    return {k: v for k, v in models.build(name, seed=0).state_arrays().items() if k.startswith("param/")}
-
-
-def test_batchnorm_running_statistics_are_averaged_over_the_ranks(mpiexec, tmp_path, mnist_dir):
-    two, _ = run([*ranks(mpiexec), sys.executable, WORKER, "bn-mlp", 1000, "two.npz", "--distributed"], tmp_path,
-                 mnist_dir)
-    assert two.returncode == 0, two.stderr
-    with np.load(tmp_path / "two.npz") as data:
-        assert data["in_sync"], "the ranks ended with different parameters or running statistics"
-        mean, var = data["buffer/2.running_mean"], data["buffer/2.running_var"]
-    assert np.abs(mean).max() > 0.01 and np.abs(var - 1).max() > 0.01  # they did move from (0, 1)
+def test_an_epoch_on_two_ranks_stays_within_the_rounding_noise_of_one_process(mpiexec, tmp_path, mnist_dir, model,
+                                                                              images, conv_algorithm):
+    done, _ = run([*ranks(mpiexec), sys.executable, WORKER, "epoch", "epoch.npz", model, images], tmp_path, mnist_dir,
+                  FASTNN_CONV_ALGO=conv_algorithm)
+    assert done.returncode == 0, done.stderr
+    with np.load(tmp_path / "epoch.npz") as data:
+        assert data["in_sync"], "the ranks ended with different parameters"
+        two, one, reordered = (part(data, f"{run}/param/") for run in ("two", "one", "reversed"))
+    # An epoch grows the rounding of its first steps (Adam divides by the gradients' running size)
+    # by an amount that depends on the machine's kernels. The floor, measured here: how far one
+    # process moves from itself when only the order of each batch's sums changes. The largest
+    # per-tensor difference against the floor's largest: each tensor's is one draw of that growth,
+    # and they scatter by a few times.
+    noise, apart = relative_differences(reordered, one), relative_differences(two, one)
+    assert max(apart.values()) <= 10 * max(noise.values()), (apart, noise)
+    # training moved every tensor a hundred times farther than the two runs are apart
+    initial = part(models.build(model, seed=0).state_arrays(), "param/")
+    assert all(np.linalg.norm(one[k] - initial[k]) > 100 * np.linalg.norm(two[k] - one[k]) for k in one)
 
 
 # ---------------------------------------------------------------- the command line: one run, resume
@@ -194,6 +270,22 @@ def test_a_hung_rank_stops_the_run_after_the_timeout(mpiexec, tmp_path, mnist_di
 
 
 def test_a_nan_loss_stops_every_rank_at_the_same_step_reported_once(mpiexec, tmp_path, mnist_dir):
+    # one NaN image, in one rank's slice: that rank's own loss is NaN, the other's finite. Each rank
+    # says what stopped it; a rank that stopped later would wait in an Allreduce: 10 s, then an error
+    done, _ = run([*ranks(mpiexec), sys.executable, WORKER, "nan", "nan", 1000, 537], tmp_path, mnist_dir,
+                  FASTNN_MPI_TIMEOUT="10")
+    assert done.returncode == 0, done.stderr
+    stops = [json.loads((tmp_path / f"nan.{rank}.json").read_text()) for rank in (0, 1)]
+    assert [stop["error"] for stop in stops] == ["TrainingDivergedError"] * 2, stops
+    assert sorted(math.isnan(stop["own_loss"]) for stop in stops) == [False, True], stops
+    named = [re.search(r"at epoch (\d+), step (\d+)", stop["message"]) for stop in stops]
+    assert all(named) and named[0].groups() == named[1].groups(), stops
+    step = int(named[0][2])
+    # neither rank applied that step: both hold the parameters of the step before, finite and equal
+    assert [stop["steps"] for stop in stops] == [step - 1] * 2, stops
+    assert all(stop["finite"] for stop in stops) and stops[0]["digest"] == stops[1]["digest"], stops
+
+    # the command line prints it once (rank 0), not once per rank
     args = ["train", "--distributed", "--model", "mlp", "--limit", "1000", "--epochs", "1", "--no-progress",
             "--optimizer", "sgd", "--lr", "1e6", "--schedule", "constant"]
     done, _ = run([*ranks(mpiexec), *fastnn_cli(*args)], tmp_path, mnist_dir)
