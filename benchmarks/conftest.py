@@ -36,7 +36,7 @@ from fastnn.errors import BackendUnavailableError
 def pytest_addoption(parser):
     parser.addoption("--backend", choices=config.BACKENDS, default=None,
                      help="the one backend this process benchmarks (default: $FASTNN_BACKEND, else "
-                          f"{config.DEFAULT_BACKEND}); run one process per backend and compare saved runs")
+                          f"{config.DEFAULT_RULE}); run one process per backend and compare saved runs")
 
 
 def chosen_backend(pytest_config):

@@ -94,6 +94,21 @@ def accuracy(text):
     return value
 
 
+def directory(text):
+    """An existing directory (--data): one that is not there is a typo, not a reason to look elsewhere."""
+    path = Path(text).expanduser()
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"no such directory: {text!r}")
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a file, not a directory")
+    return str(path)
+
+
+def positive_int_list(text):
+    """An argparse type: one or more comma-separated positive integers ("100" or "32,100,256")."""
+    return tuple(positive_int(part) for part in text.split(","))
+
+
 def number_list(n, kind, what):
     """An argparse type: ``n`` comma-separated numbers, each parsed by ``kind``."""
     def parse(text):
@@ -106,7 +121,7 @@ def number_list(n, kind, what):
 
 def add_backend_args(p):
     p.add_argument("--backend", choices=config.BACKENDS, help="kernel backend (default: $FASTNN_BACKEND, else "
-                   f"{config.DEFAULT_BACKEND})")
+                   f"{config.DEFAULT_RULE}: {config.default_backend()} here)")
     p.add_argument("--threads", type=positive_int, help="threads for Numba, OpenMP and BLAS together "
                    "(default: $FASTNN_NUM_THREADS, else the cores this process may use)")
 
@@ -114,8 +129,8 @@ def add_backend_args(p):
 def add_data_args(p, default_dataset="mnist"):
     p.add_argument("--dataset", choices=("mnist", "fashion-mnist"), default=default_dataset,
                    help=f"default: {default_dataset or 'the one the model was trained on'}")
-    p.add_argument("--data", metavar="DIR", help="directory holding the IDX files (default: $FASTNN_DATA, "
-                   "then the user cache; downloaded there if absent)")
+    p.add_argument("--data", metavar="DIR", type=directory, help="directory holding the IDX files (default: "
+                   "$FASTNN_DATA, then the user cache; downloaded there if absent)")
 
 
 # What a run is made of: a checkpoint keeps these, and `train --resume` takes them from it.
@@ -221,6 +236,30 @@ def parser():
 
     p = sub.add_parser("info", help="backends, threads and versions")
 
+    p = sub.add_parser("warmup", help="compile (numba) and tune a model's kernels ahead of time, for a CI job or "
+                       "a Docker image", description="Compile every kernel a training step and an evaluation of "
+                       "the model(s) use on the backend (numba keeps them in its on-disk cache; cython needs no "
+                       "compile) and time their convolution algorithms (the tuning cache), as a first "
+                       "`fastnn train` would: later runs start at once.")
+    p.add_argument("--model", choices=("all", *MODELS), default="all", help="default: all")
+    p.add_argument("--batch-size", type=positive_int, default=100, help="the training batch size to warm up for "
+                   "(convolutions are tuned per shape; default %(default)s)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar while numba compiles")
+    add_backend_args(p)
+
+    p = sub.add_parser("tune", help="time every convolution algorithm of a model's layers on this machine and "
+                       "keep the fastest (done on first use anyway; this does it ahead of time)",
+                       description="For each convolution of the model(s), time every algorithm that applies on "
+                       "this machine (forward and both backward passes) and keep the fastest in the tuning cache "
+                       "(config.cache_dir()/conv-tuning.json), keyed by CPU, threads, backend, shape and fastnn's "
+                       "version. Training does this on the first use of a shape; FASTNN_TUNE=0 uses the built-in "
+                       "table instead and FASTNN_CONV_ALGO forces one algorithm.")
+    p.add_argument("--model", choices=("all", *MODELS), default="all", help="default: all")
+    p.add_argument("--batch-size", type=positive_int_list, default=(100,), metavar="N[,N...]",
+                   help="the batch sizes to tune for (the choice is kept per shape; default 100, train's default)")
+    p.add_argument("--retune", action="store_true", help="time again shapes the cache already holds")
+    add_backend_args(p)
+
     p = sub.add_parser("bench", help="training images/s of each backend and PyTorch, each in its own process",
                        description="Training throughput of each backend (and PyTorch when importable), each run "
                        "in a fresh process with the same threads; the median images/s of --repeats runs, the "
@@ -243,16 +282,9 @@ def write_json(path, data):
 
 def check_output_paths(**paths):
     """Fail before training, not after it, on output files that cannot be written."""
-    named = {flag: Path(path).resolve() for flag, path in paths.items() if path}
-    for flag, path in named.items():
-        flag = flag.replace("_", "-")
-        if path.is_dir():
-            raise ConfigError(f"--{flag} {path}: is a directory; give a file name")
-        parent = path.parent
-        while not parent.exists():  # atomic_write creates the missing directories
-            parent = parent.parent
-        if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-            raise ConfigError(f"--{flag} {path}: cannot write into {parent}")
+    from .checkpoint import check_writable
+    named = {flag: check_writable(path, f"--{flag.replace('_', '-')} {Path(path).resolve()}")
+             for flag, path in paths.items() if path}
     if len(set(named.values())) < len(named):
         raise ConfigError(f"{', '.join('--' + f.replace('_', '-') for f in named)} must name different files")
 
@@ -333,7 +365,8 @@ def run_training(args):
     checkpoint_path = args.checkpoint or args.resume
     if args.checkpoint_every and not checkpoint_path:
         raise ConfigError("--checkpoint-every needs a file to write to: add --checkpoint PATH")
-    check_output_paths(save=args.save, metrics=args.metrics, plot=args.plot, checkpoint=checkpoint_path)
+    check_output_paths(save=args.save, metrics=args.metrics, plot=args.plot,  # named as the command line names it
+                       **{"checkpoint" if args.checkpoint else "resume": checkpoint_path})
     if args.resume:  # an exact resume needs the backend and threads the run began with
         from .checkpoint import CHECKPOINT_FORMAT, load_arrays
         saved = load_arrays(args.resume, CHECKPOINT_FORMAT)[0].get("settings") or {}
@@ -398,13 +431,22 @@ def run_training(args):
         if was != (K.NAME, n_threads):
             print(f"note: the run began on backend {was[0]} with {was[1]} threads; on {K.NAME} with {n_threads} "
                   f"the result matches an uninterrupted run to rounding, not bit for bit")
-    print(f"compiling / warming up ... {trainer.warmup():.2f} s")
+    from .backends import tuning
+    tuned_before = tuning.spent().seconds
+    from .warmup import compile_progress
+    with compile_progress(show=not args.no_progress and writes):
+        warmup_seconds = trainer.warmup()
+    tuning_seconds = tuning.spent().seconds - tuned_before  # first use of a shape on this machine: once
+    print(f"compiling / warming up ... {warmup_seconds:.2f} s"
+          + (f" (of which {tuning_seconds:.2f} s timing the convolution algorithms for this machine, kept for "
+             f"next time: fastnn tune)" if tuning_seconds else ""))
     metrics = {"model": args.model, "backend": K.NAME, "threads": n_threads, "batch_size": args.batch_size,
                "recipe": args.recipe, "optimizer": args.optimizer, "lr": optimizer.base_lr,
                "optimizer_settings": optimizer.config(),
                "schedule": trainer.schedule.config(), "label_smoothing": trainer.label_smoothing,
                "augment": trainer.augment_config,
                "target_accuracy": args.target_accuracy, "compile_seconds": trainer.compile_seconds,
+               "tuning_seconds": tuning_seconds,
                "world_size": world_size, "epochs": list(trainer.history), **run_summary(trainer)}
 
     def report(trainer, m):
@@ -457,13 +499,27 @@ def trained_on(metadata) -> str:
     return metadata.get("dataset") or (metadata.get("settings") or {}).get("dataset") or "mnist"
 
 
+def check_model_fits(model, model_file, image_shape, what, classes=None):
+    """Refuse, naming the file and both shapes, a model that cannot take ``what``'s images of
+    ``image_shape`` (or, given ``classes``, has fewer outputs than their labels): a clearer line than
+    the first layer's ShapeError, which knows nothing of the file."""
+    if model.input_shape != tuple(image_shape):
+        raise ConfigError(f"{model_file}: its model takes {model.input_shape} images, but {what} gives it "
+                          f"{tuple(image_shape)}; give a model trained on these images")
+    if classes is not None and model.output_shape[0] < classes:
+        raise ConfigError(f"{model_file}: its model outputs {model.output_shape[0]} class scores, but {what} "
+                          f"has labels 0-{classes - 1}; give a model trained on this data set")
+
+
 def cmd_evaluate(args):
     from .checkpoint import load_model
     from .data import load_mnist
     select_backend(args)
     model, meta = load_model(args.model_file)
     model.to_backend()
-    _, _, x_test, y_test = load_mnist(args.dataset or trained_on(meta), args.data)
+    dataset = args.dataset or trained_on(meta)
+    _, _, x_test, y_test = load_mnist(dataset, args.data)
+    check_model_fits(model, args.model_file, x_test.shape[1:], f"{dataset}'s test set", int(y_test.max()) + 1)
     loss, accuracy = model.evaluate(x_test, y_test)
     print(f"{args.model_file}: test accuracy {100 * accuracy:.2f}% ({accuracy:.4f}), test loss {loss:.4f} "
           f"on {len(x_test):,} images")
@@ -475,7 +531,8 @@ def cmd_info(args):
     import numba
     import threadpoolctl
     print(f"fastnn {__version__}, Python {platform.python_version()}, numpy {np.__version__}, numba {numba.__version__}")
-    print(f"active backend: {config.backend_name()} (FASTNN_BACKEND, default {config.DEFAULT_BACKEND})")
+    print(f"active backend: {config.backend_name()} (FASTNN_BACKEND, default {config.DEFAULT_RULE}: "
+          f"{config.default_backend()} here)")
     print("backends:")
     for name, reason in backends.available().items():
         built = ("" if name != "cython" or reason is not None else
@@ -490,6 +547,49 @@ def cmd_info(args):
     from .distributed import mpi_status
     print(f"distributed (MPI): {mpi_status()}")
     print(f"data: {config.data_dir() or '(FASTNN_DATA unset)'}; cache {config.cache_dir()}")
+    from .backends import tuning
+    print(f"convolution algorithms: {'tuned per machine' if config.tune() else 'the built-in table'} (FASTNN_TUNE, "
+          f"default 1), forced: {config.conv_algorithm()} (FASTNN_CONV_ALGO); tuning cache {tuning.cache_file()}: "
+          f"{tuning.describe_cache()}")
+    return 0
+
+
+def cmd_warmup(args):
+    from .warmup import warm_up
+    K, n_threads = select_backend(args)
+    names = tuple(MODELS) if args.model == "all" else (args.model,)
+    print(f"warming up {', '.join(names)} on backend {K.NAME}, {n_threads} threads, batch {args.batch_size}")
+    for r in warm_up(names, args.batch_size, progress=not args.no_progress):
+        print(f"  {r['model']:12s} {r['seconds']:6.1f} s: {r['kernels_compiled']} kernel(s) compiled, "
+              f"{r['shapes_tuned']} convolution shape(s) tuned in {r['tuning_seconds']:.1f} s")
+    return 0
+
+
+def cmd_tune(args):
+    from .backends import tuning
+    K, n_threads = select_backend(args)
+    names = tuple(MODELS) if args.model == "all" else (args.model,)
+    if getattr(K, "conv2d_choice", None) is None:
+        print(f"backend {K.NAME} has one convolution algorithm: nothing to tune")
+        return 0
+    print(f"tuning the convolutions of {', '.join(names)} on backend {K.NAME}, {n_threads} threads; cache "
+          f"{tuning.cache_file()}")
+    from .models import build
+    start = tuning.spent()
+    for name in names:
+        model = build(name)
+        for batch_size in args.batch_size:
+            for r in tuning.tune_model(model, K.NAME, batch_size, retune=args.retune):
+                (_, C, H, W), (F, _, KH, KW) = r["x_shape"], r["w_shape"]
+                shape = f"{C}->{F} {KH}x{KW} s{r['stride']} p{r['pad']} at {H}x{W}"
+                times = ("  " + ", ".join(f"{a} {ms:.2f}" for a, ms in sorted(r["ms"].items(), key=lambda t: t[1]))
+                         + " ms") if r["ms"] else ""
+                how = ("timed now" if r["timed"] else "cached") if r["source"] == "tuned" else "the only one"
+                print(f"  {name:12s} batch {batch_size:<4d} layer {r['layer']} {shape:24s} "
+                      f"{r['algorithm']:9s} ({how}){times}")
+    spent = tuning.spent()
+    print(f"tuned {spent.shapes - start.shapes} shape(s) in {spent.seconds - start.seconds:.1f} s (of which "
+          f"{spent.warmup_seconds - start.warmup_seconds:.1f} s compiling or loading kernels, untimed)")
     return 0
 
 
@@ -501,7 +601,8 @@ def cmd_bench(args):
     return 1 if failed else 0
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "info": cmd_info, "bench": cmd_bench,
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "info": cmd_info, "bench": cmd_bench, "tune": cmd_tune,
+            "warmup": cmd_warmup,
             "summary": cmd_summary, "export": cmd_export, "predict": cmd_predict}
 
 

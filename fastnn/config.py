@@ -1,16 +1,21 @@
 """The only place fastnn reads environment variables.
 
-FASTNN_BACKEND       numpy | numba | cython | cuda   (default: DEFAULT_BACKEND)
+FASTNN_BACKEND       numpy | numba | cython | cuda   (default: default_backend())
 FASTNN_DATA          a directory that holds the MNIST IDX files
 FASTNN_NUM_THREADS   threads for Numba, OpenMP and BLAS together (default: usable_cpus())
 FASTNN_CONV_ALGO     auto | im2col | direct | winograd | winograd4: force one convolution algorithm
 FASTNN_FUSION        1 | 0: run Conv2D/Dense -> ReLU (-> MaxPool2D) chains as fused kernels (default 1)
-XDG_CACHE_HOME       the user cache directory root (downloads go to <it>/fastnn)
+FASTNN_TUNE          1 | 0: time the convolution algorithms per shape on this machine (default 1), or
+                     use the built-in table (fastnn/backends/tuning.py)
+XDG_CACHE_HOME       the user cache directory root (downloads and the tuning cache go to <it>/fastnn)
+OPENBLAS_CORETYPE, NUMBA_CPU_NAME, NUMBA_CPU_FEATURES   read only: they change the machine code
+                     that runs, so the tuning cache is keyed by them (code_path_environment())
 OPENBLAS_THREAD_TIMEOUT  set (if unset) by quiet_idle_blas_threads, for the compiled backends
 FASTNN_MPI_TIMEOUT   seconds a distributed run's ranks wait for each other at a step (default 600)
 PMI_RANK, OMPI_COMM_WORLD_RANK, PMIX_RANK   the rank an MPI launcher gave this process (read only)
 FASTNN_TEST_KILL     tests only: step:N | write:N | stop:N, optionally @RANK; see test_kill_point()
 """
+import functools
 import math
 import os
 from pathlib import Path
@@ -18,7 +23,8 @@ from pathlib import Path
 from .errors import ConfigError
 
 BACKENDS = ("numpy", "numba", "cython", "cuda")
-DEFAULT_BACKEND = "numba"
+DEFAULT_BACKEND, FALLBACK_BACKEND = "cython", "numba"
+DEFAULT_RULE = f"{DEFAULT_BACKEND} where fastnn_ext is built with OpenMP, else {FALLBACK_BACKEND}"
 
 
 def check_backend_name(name: str) -> str:
@@ -27,9 +33,26 @@ def check_backend_name(name: str) -> str:
     return name
 
 
+@functools.lru_cache(maxsize=None)
+def default_backend() -> str:
+    """The backend used when FASTNN_BACKEND names none: cython where its compiled extension is
+    built with OpenMP, else numba.
+
+    cython is the faster of the two compiled CPU backends on every named model, and it needs no
+    JIT compile: a fresh install's first training step comes about a second after launch, where
+    numba's first run compiles for 16-93 s before it (cached on disk after that). A serial build
+    of fastnn_ext (a compiler without OpenMP) runs on one thread, so numba's threads win there."""
+    quiet_idle_blas_threads()  # fastnn_ext loads SciPy's BLAS: first make its idle threads sleep
+    try:
+        from fastnn_ext import _conv
+    except ImportError:  # not built (no C compiler at install): numba, which needs none
+        return FALLBACK_BACKEND
+    return DEFAULT_BACKEND if _conv.OPENMP else FALLBACK_BACKEND
+
+
 def backend_name() -> str:
-    """The backend named by FASTNN_BACKEND, else the default."""
-    name = os.environ.get("FASTNN_BACKEND", "").strip().lower() or DEFAULT_BACKEND
+    """The backend named by FASTNN_BACKEND, else default_backend()."""
+    name = os.environ.get("FASTNN_BACKEND", "").strip().lower() or default_backend()
     try:
         return check_backend_name(name)
     except ConfigError as e:
@@ -56,6 +79,29 @@ def fusion() -> bool:
     if value in ("0", "off", "false", "no"):
         return False
     raise ConfigError(f"FASTNN_FUSION={value!r}: give 1 (fuse layer chains, the default) or 0 (every layer alone)")
+
+
+def tune() -> bool:
+    """Whether the compiled backends time their convolution algorithms per shape on this machine
+    and keep the fastest in the tuning cache (FASTNN_TUNE, default on), or use the built-in table.
+    Read on every call, so tests can switch it."""
+    value = os.environ.get("FASTNN_TUNE", "").strip().lower()
+    if value in ("", "1", "on", "true", "yes"):
+        return True
+    if value in ("0", "off", "false", "no"):
+        return False
+    raise ConfigError(f"FASTNN_TUNE={value!r}: give 1 (time the convolution algorithms on this machine, "
+                      f"the default) or 0 (the built-in table)")
+
+
+# set by hand on some machines; each changes which machine code runs (OpenBLAS's kernels,
+# the CPU Numba compiles for), so a timing taken under one value says nothing about another
+CODE_PATH_VARIABLES = ("OPENBLAS_CORETYPE", "NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES")
+
+
+def code_path_environment() -> dict:
+    """{name: value or None} of CODE_PATH_VARIABLES, as this process sees them."""
+    return {name: os.environ.get(name) for name in CODE_PATH_VARIABLES}
 
 
 def data_dir() -> Path | None:

@@ -83,3 +83,25 @@ def test_unknown_backend_in_the_environment(tmp_path):
     assert result.returncode == 1
     assert "FASTNN_BACKEND" in result.stderr and "numpy, numba, cython, cuda" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_tune_times_once_and_then_reads_the_cache(tmp_path, monkeypatch, capsys):
+    """fastnn tune: every convolution of deep-cnn that has a choice is timed on the first run and
+    read from the cache file on the second; info counts the choices; numpy has nothing to tune."""
+    from fastnn.backends import tuning
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    tuning.forget()
+    argv = ["tune", "--model", "deep-cnn", "--backend", "cython", "--threads", "1", "--batch-size", "2"]
+    assert main(argv) == 0
+    first = capsys.readouterr().out
+    assert first.count("(timed now)") == 6 and "(the only one)" not in first, first  # all six: 3x3 stride 1
+    assert "tuned 6 shape(s)" in first and (tmp_path / "fastnn" / "conv-tuning.json").is_file()
+    tuning.forget()  # as a new process: only the file remembers
+    assert main(argv) == 0
+    second = capsys.readouterr().out
+    assert second.count("(cached)") == 6 and "(timed now)" not in second and "tuned 0 shape(s)" in second, second
+    assert main(["info"]) == 0
+    assert "6 choice(s), 6 of them for this machine" in capsys.readouterr().out
+    assert main(["tune", "--model", "deep-cnn", "--backend", "numpy"]) == 0
+    assert "nothing to tune" in capsys.readouterr().out
+    tuning.forget()

@@ -45,7 +45,7 @@ def test_incomplete_backend_is_refused(monkeypatch):
     assert "dense_backward" in str(info.value) and "dense_forward" not in str(info.value)
 
 
-@pytest.mark.parametrize("value,expected", [("numpy", "numpy"), ("", config.DEFAULT_BACKEND),
+@pytest.mark.parametrize("value,expected", [("numpy", "numpy"), ("", config.default_backend()),
                                             (" NumPy ", "numpy")])
 def test_fastnn_backend_environment_variable(value, expected):
     code = "import fastnn.backends as b; print(b.active_name())"

@@ -92,6 +92,14 @@ KERNELS = {
 
 NAMES = tuple(KERNELS)
 
+# Beyond the contract: functions a backend may export (kernels_of gathers them too); callers
+# ask with getattr(K, name, None). The registry does not require them.
+OPTIONAL = {
+    "conv2d_choice": "conv2d_choice(x_shape, w_shape, stride, pad) -> tuning.Choice(algorithm, source, ms)   "
+                     "what conv2d_algorithm returns and why: forced, tuned (ms per candidate), only or table "
+                     "(fastnn/backends/tuning.py); backends with one algorithm lack it",
+}
+
 # the modules a backend package defines its kernels in (the same names in every backend); a
 # backend without ``fused`` runs the composition of its own unfused kernels (composed.py)
 MODULES = ("arrays", "dense", "conv", "fused", "pool", "activation", "norm", "loss", "optim", "augment")
@@ -99,7 +107,8 @@ MODULES = ("arrays", "dense", "conv", "fused", "pool", "activation", "norm", "lo
 
 def kernels_of(package: str) -> dict:
     """{contract name: kernel} that backend package ``package`` (e.g. ``__name__`` in its
-    ``__init__``) defines in its MODULES. A name that two modules define differently is an error."""
+    ``__init__``) defines in its MODULES, the OPTIONAL names it has among them. A name that two
+    modules define differently is an error."""
     import importlib
     import importlib.util
     import sys
@@ -109,7 +118,7 @@ def kernels_of(package: str) -> dict:
         if importlib.util.find_spec(f"{package}.{module_name}") is None:
             continue
         module = importlib.import_module(f"{package}.{module_name}")
-        for name in NAMES:
+        for name in NAMES + tuple(OPTIONAL):
             kernel = getattr(module, name, None)
             if kernel is None:
                 continue

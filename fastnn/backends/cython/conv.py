@@ -12,11 +12,14 @@ algorithm      what it does (kernels)                              where it appl
 ``winograd4``  F(4x4, 3x3): 36 multiplies where im2col does 144    3x3, stride 1, pad <= 2
 =============  ==================================================  ===========================
 
-``conv2d_algorithm`` is the choice (like cuDNN's algorithm choice); FASTNN_CONV_ALGO forces one
-algorithm wherever it applies (tests run every algorithm that way), and the automatic choice
-stands where it does not, or where this backend lacks it: numba's ``direct`` is not here (a
-Cython direct convolution was, and lost to the best of these on every layer of the nets, 3-37x
-forward and 6-44x backward in two runs; see conv2d_algorithm). The cache (ConvCache) is opaque
+``conv2d_algorithm`` is the choice (like cuDNN's algorithm choice), made by timing the algorithms
+that apply on this machine the first time a shape is used (fastnn/backends/tuning.py; cached on
+disk); ``table_algorithm``, measured on one machine, is the fallback (FASTNN_TUNE=0), and
+``conv2d_choice`` says what was chosen and why. FASTNN_CONV_ALGO forces one algorithm wherever
+it applies (tests run every algorithm that way), and the automatic choice stands where it does
+not, or where this backend lacks it: numba's ``direct`` is not here (a Cython direct convolution
+was, and lost to the best of these on every layer of the nets, 3-37x forward and 6-44x backward
+in two runs; see table_algorithm). The cache (ConvCache) is opaque
 to the layer: it names the algorithm, so backward runs the same one, and keeps x itself (not
 columns).
 """
@@ -24,9 +27,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from fastnn_ext import _conv
+from fastnn_ext import _conv, _winograd
 
-from ... import config
+from .. import tuning
 from ..numpy.conv import output_size
 from . import winograd
 from ._prep import floats, work
@@ -54,12 +57,11 @@ def applies(algorithm, x_shape, w_shape, stride, pad):
     return algorithm in CONV_ALGORITHMS
 
 
-def conv2d_algorithm(x_shape, w_shape, stride, pad):
-    """The algorithm this backend runs for x (N, C, H, W) and W (F, C, KH, KW).
-
-    FASTNN_CONV_ALGO (config.conv_algorithm) forces one where it applies. Otherwise, measured on
-    this project's machine (2 cores, AVX-512; BLAS 1 thread, OpenMP 2; portable build; forward
-    ms, median, at the nets' batch sizes):
+def table_algorithm(x_shape, w_shape, stride, pad):
+    """The built-in table: the fallback where the choice is not timed (FASTNN_TUNE=0), measured
+    on one machine (2 cores, AVX-512; BLAS 1 thread, OpenMP 2; portable build; forward ms,
+    median, at the nets' batch sizes). Another machine may rank them otherwise: the tuner decides
+    per machine.
 
     * 1 input channel (the first layers): im2col. pytorch-net conv1 0.35 ms, winograd 0.84
       (deep-cnn conv1: 0.26, 0.73). im2col's GEMM has an inner dimension of only 9 here, and
@@ -79,18 +81,42 @@ def conv2d_algorithm(x_shape, w_shape, stride, pad):
     0.71-7.4 on deep-cnn's six layers: its rows are only 8-28 floats long, and every tap loads
     and stores the output row again.
     """
-    forced = config.conv_algorithm()
-    if forced != "auto" and applies(forced, x_shape, w_shape, stride, pad):
-        return forced
     if x_shape[1] > 1 and applies("winograd", x_shape, w_shape, stride, pad):
         return "winograd"
     return "im2col"
 
 
+def _timed_step(algorithm, x, W, b, stride, pad, dy):
+    # what the tuner times: one forward and one backward pass (dx and dW) of ``algorithm`` itself
+    _, cache = _forward(algorithm, x, W, b, stride, pad)
+    conv2d_backward(dy, cache)
+
+
+_tuner = tuning.Tuner("cython", CONV_ALGORITHMS, applies, table_algorithm, _timed_step, _winograd.max_threads)
+
+
+def conv2d_choice(x_shape, w_shape, stride, pad) -> tuning.Choice:
+    """(algorithm, source, ms): what conv2d_algorithm answers for this shape and why (see tuning.Choice)."""
+    return _tuner.choice(x_shape, w_shape, stride, pad)
+
+
+def conv2d_algorithm(x_shape, w_shape, stride, pad):
+    """The algorithm this backend runs for x (N, C, H, W) and W (F, C, KH, KW): the one
+    FASTNN_CONV_ALGO forces where it applies; else the only one that applies; else, with
+    FASTNN_TUNE=0, table_algorithm's; else the fastest on this machine, timed the first time the
+    shape is used (forward and backward, every algorithm that applies) and kept in the tuning
+    cache (fastnn/backends/tuning.py)."""
+    return _tuner.choice(x_shape, w_shape, stride, pad).algorithm
+
+
 def conv2d_forward(x, W, b, stride, pad):
     # x (N, C, H, W), W (F, C, KH, KW), b (F,) -> y (N, F, OH, OW)
     x, W, b = floats(x, W, b)
-    algorithm = conv2d_algorithm(x.shape, W.shape, stride, pad)
+    return _forward(conv2d_algorithm(x.shape, W.shape, stride, pad), x, W, b, stride, pad)
+
+
+def _forward(algorithm, x, W, b, stride, pad):
+    # x, W, b of one float dtype, C-contiguous -> y (N, F, OH, OW), cache; runs ``algorithm``
     cache = ConvCache(algorithm, x, W, stride, pad)
     if algorithm in WINOGRAD_TILE:
         return winograd.forward(x, W, b, pad, m=WINOGRAD_TILE[algorithm]), cache

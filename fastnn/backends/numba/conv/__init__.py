@@ -5,21 +5,24 @@ chooses between them per layer shape. Mirrors fastnn/backends/numpy/conv.py.
 algorithm      what it does                                         where it applies
 =============  ===================================================  ===========================
 ``im2col``     one image's columns in L2, one sgemm per image       any shape
-``direct``     every filter tap one vectorised multiply-add         stride 1 (forced only)
+``direct``     every filter tap one vectorised multiply-add         stride 1
 ``winograd``   F(2x2, 3x3): 16 multiplies where im2col does 36      3x3, stride 1, pad <= 2
 ``winograd4``  F(4x4, 3x3): 36 multiplies where im2col does 144     3x3, stride 1, pad <= 2
 =============  ===================================================  ===========================
 
-``conv2d_algorithm`` is the choice (like cuDNN's algorithm choice); FASTNN_CONV_ALGO forces one
-algorithm wherever it applies (tests run every algorithm on every shape family that way), and
-the benchmarks' ``--profile`` prints what was chosen for each layer. Winograd computes the same
+``conv2d_algorithm`` is the choice (like cuDNN's algorithm choice), made by timing the algorithms
+that apply on this machine the first time a shape is used (fastnn/backends/tuning.py; cached on
+disk); ``table_algorithm``, measured on one machine, is the fallback (FASTNN_TUNE=0).
+FASTNN_CONV_ALGO forces one algorithm wherever it applies (tests run every algorithm on every
+shape family that way), ``conv2d_choice`` says what was chosen and why, and the benchmarks'
+``--profile`` prints it for each layer. Winograd computes the same
 convolution with fewer multiplications, at a float32 rounding error no larger than im2col's for
 F(2x2, 3x3) and about 10x larger (still ~1e-5 relative) for F(4x4, 3x3): see
 tests/backends/test_winograd.py.
 """
 import numba
 
-from ... import config
+from ... import tuning
 from .._common import f32, scratch
 from . import direct, winograd
 from . import im2col as per_image
@@ -38,11 +41,12 @@ def applies(algorithm, x_shape, w_shape, stride, pad):
     return algorithm == "im2col"
 
 
-def conv2d_algorithm(x_shape, w_shape, stride, pad):
-    """The algorithm this backend runs for x (N, C, H, W) and W (F, C, KH, KW).
-
-    Measured per layer of the MNIST nets on this project's machine (2 cores, AVX-512, forward
-    plus backward; `python benchmarks/train_throughput.py --profile` shows it per layer):
+def table_algorithm(x_shape, w_shape, stride, pad):
+    """The built-in table: the fallback where the choice is not timed (FASTNN_TUNE=0), measured
+    per layer of the MNIST nets on one machine (2 cores, AVX-512, forward plus backward;
+    `python benchmarks/train_throughput.py --profile` shows it per layer). On an AVX2 host it
+    was wrong (winograd4 for deep-cnn's 16->16 layer was its slowest block there): the tuner
+    decides per machine.
 
     * one input channel (every net's first layer): im2col. Fused with its ReLU (and pool), at
       2 threads, forward / backward ms: simple-cnn 1.28 / 1.45 against the direct loops'
@@ -56,9 +60,6 @@ def conv2d_algorithm(x_shape, w_shape, stride, pad):
       less at the ragged edges and whose transforms are cheaper.
     * anything else (stride 2, other kernel sizes): im2col, one image at a time.
     """
-    forced = config.conv_algorithm()
-    if forced != "auto" and applies(forced, x_shape, w_shape, stride, pad):
-        return forced
     C, H, W = x_shape[1:]
     if C > 1 and winograd.applies(x_shape, w_shape, stride, pad):
         large = (H + 2 * pad - 2) * (W + 2 * pad - 2) >= 24 * 24
@@ -66,10 +67,37 @@ def conv2d_algorithm(x_shape, w_shape, stride, pad):
     return "im2col"
 
 
+def _timed_step(algorithm, x, W, b, stride, pad, dy):
+    # what the tuner times: one forward and one backward pass (dx and dW) of ``algorithm`` itself
+    _, cache = _forward(algorithm, x, W, b, stride, pad)
+    conv2d_backward(dy, cache)
+
+
+_tuner = tuning.Tuner("numba", CONV_ALGORITHMS, applies, table_algorithm, _timed_step, numba.get_num_threads)
+
+
+def conv2d_choice(x_shape, w_shape, stride, pad) -> tuning.Choice:
+    """(algorithm, source, ms): what conv2d_algorithm answers for this shape and why (see tuning.Choice)."""
+    return _tuner.choice(x_shape, w_shape, stride, pad)
+
+
+def conv2d_algorithm(x_shape, w_shape, stride, pad):
+    """The algorithm this backend runs for x (N, C, H, W) and W (F, C, KH, KW): the one
+    FASTNN_CONV_ALGO forces where it applies; else the only one that applies; else, with
+    FASTNN_TUNE=0, table_algorithm's; else the fastest on this machine, timed the first time the
+    shape is used (forward and backward, every algorithm that applies) and kept in the tuning
+    cache (fastnn/backends/tuning.py)."""
+    return _tuner.choice(x_shape, w_shape, stride, pad).algorithm
+
+
 def conv2d_forward(x, W, b, stride, pad):
     # x (N, C, H, W), W (F, C, KH, KW), b (F,) -> y (N, F, OH, OW)
     x, W, b = f32(x), f32(W), f32(b)
-    algorithm = conv2d_algorithm(x.shape, W.shape, stride, pad)
+    return _forward(conv2d_algorithm(x.shape, W.shape, stride, pad), x, W, b, stride, pad)
+
+
+def _forward(algorithm, x, W, b, stride, pad):
+    # float32 x (N, C, H, W), W (F, C, KH, KW), b (F,) -> y (N, F, OH, OW), cache; runs ``algorithm``
     if algorithm == "direct":
         y, xp, _ = direct.forward(x, W, b, pad)
         return y, (algorithm, xp, W, stride, pad)
