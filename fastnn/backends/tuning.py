@@ -292,17 +292,19 @@ class Tuner:
     algorithms: the algorithms it has; applies(algorithm, x_shape, w_shape, stride, pad) -> bool;
     table(x_shape, w_shape, stride, pad) -> the built-in choice; step(algorithm, x, W, b, stride,
     pad, dy): one forward and one backward pass (dx and dW) that runs ``algorithm`` itself, never
-    through conv2d_algorithm; threads() -> the threads its kernels use now."""
+    through conv2d_algorithm; threads() -> the threads its kernels use now; timed: the algorithms
+    worth timing (default all; one that always loses still costs a JIT compile on first use)."""
 
-    def __init__(self, backend, algorithms, applies, table, step, threads):
+    def __init__(self, backend, algorithms, applies, table, step, threads, timed=None):
         self.backend, self.algorithms = backend, tuple(algorithms)
+        self.timed = self.algorithms if timed is None else tuple(timed)  # those worth timing (and compiling)
         self.applies, self.table, self.step, self.threads = applies, table, step, threads
         TUNERS[backend] = self
 
     def candidates(self, x_shape, w_shape, stride, pad) -> list:
         """The algorithms that apply, the table's choice first (it wins a tie)."""
         first = self.table(x_shape, w_shape, stride, pad)
-        found = [a for a in self.algorithms if self.applies(a, x_shape, w_shape, stride, pad)]
+        found = [a for a in self.timed if self.applies(a, x_shape, w_shape, stride, pad)]
         return sorted(found, key=lambda a: a != first)
 
     def choice(self, x_shape, w_shape, stride, pad) -> Choice:

@@ -5,7 +5,7 @@ chooses between them per layer shape. Mirrors fastnn/backends/numpy/conv.py.
 algorithm      what it does                                         where it applies
 =============  ===================================================  ===========================
 ``im2col``     one image's columns in L2, one sgemm per image       any shape
-``direct``     every filter tap one vectorised multiply-add         stride 1
+``direct``     every filter tap one vectorised multiply-add         stride 1 (forced only)
 ``winograd``   F(2x2, 3x3): 16 multiplies where im2col does 36      3x3, stride 1, pad <= 2
 ``winograd4``  F(4x4, 3x3): 36 multiplies where im2col does 144     3x3, stride 1, pad <= 2
 =============  ===================================================  ===========================
@@ -73,7 +73,11 @@ def _timed_step(algorithm, x, W, b, stride, pad, dy):
     conv2d_backward(dy, cache)
 
 
-_tuner = tuning.Tuner("numba", CONV_ALGORITHMS, applies, table_algorithm, _timed_step, numba.get_num_threads)
+# direct is forced only: slower than im2col on every layer of the nets on both kinds of host, and
+# timing it would first compile its kernels (seconds of a first run) to learn that again
+TUNED_ALGORITHMS = ("im2col", "winograd", "winograd4")
+_tuner = tuning.Tuner("numba", CONV_ALGORITHMS, applies, table_algorithm, _timed_step, numba.get_num_threads,
+                      timed=TUNED_ALGORITHMS)
 
 
 def conv2d_choice(x_shape, w_shape, stride, pad) -> tuning.Choice:
