@@ -16,9 +16,10 @@ apart and reported as compile seconds), then time training steps on real MNIST b
 else FASTNN_DATA and the user cache; random images if there are none: throughput does not depend
 on the pixels) until ``images`` images have been seen. ``repeats`` runs per backend go in the
 order A B C A B C ..., so a slow spell of a shared machine hits every backend; the report gives
-the median images/s with its min-max spread, and ratios of medians to PyTorch and to numpy.
-``fresh_cache`` first runs each Numba-based backend once with an empty NUMBA_CACHE_DIR, to show
-the compile seconds of a first run next to those of a cached one.
+the median images/s with its min-max spread, and ratios of medians to PyTorch eager, to the fastest
+PyTorch mode measured, and to numpy. ``fresh_cache`` first runs each backend with a compile cache
+(Numba's; torch.compile's inductor cache) once with that cache empty, to show the compile seconds
+of a first run next to those of a cached one.
 
 ``profile_steps`` adds, in each fastnn backend's first run, that many steps after the timed ones
 with every step of the model's plan (a fused block, or a layer alone) timed apart: milliseconds,
@@ -27,14 +28,19 @@ algorithm (the backend's ``conv2d_algorithm``; FASTNN_CONV_ALGO, passed on, forc
 
 PyTorch is a point of comparison, never a dependency: it is imported only inside the worker that
 measures it. Its model is read off fastnn's layer by layer (``torch_twin``); same optimizer,
-learning rate and batch size, CrossEntropyLoss, its own default initialisation.
+learning rate and batch size, CrossEntropyLoss, its own default initialisation. ``torch_modes``
+asks for PyTorch as its users may run it at its best, each mode an entry and a worker of its own:
+"torch" (eager), "torch-channels_last" (weights and each batch in NHWC) and "torch-compile"
+(torch.compile(model); its first TORCH_COMPILE_WARMUP_STEPS steps are its compile seconds, and a
+compilation that fails here makes the entry a skip with the reason, never a failed bench).
 
 The report (``--json``): {machine: fastnn.machine.machine_facts(), images, threads, repeats,
-parent_pid, models: {model: {batch_size, optimizer, lr, results: {backend: {images_per_second
-(median), images_per_second_min, images_per_second_max, compile_seconds (median),
-compile_seconds_first_run, ratio_to_torch, ratio_to_numpy, data, threadpools, runs: [{pid,
-images, seconds, images_per_second, compile_seconds, threads, ...}], failed_runs, profile}
-or {skipped: reason} or {error, runs}}}}}.
+parent_pid, options, models: {model: {batch_size, optimizer, lr, best_torch (the fastest PyTorch
+entry, or null), results: {backend: {images_per_second (median), images_per_second_min,
+images_per_second_max, compile_seconds (median), compile_seconds_first_run, ratio_to_torch,
+ratio_to_best_torch, ratio_to_numpy, data, threadpools, runs: [{pid, images, seconds,
+images_per_second, compile_seconds, threads, ...}], failed_runs, profile; PyTorch's entries also
+torch (its version), torch_mode, warmup_steps} or {skipped: reason} or {error, runs}}}}}.
 """
 import argparse
 import contextlib
@@ -66,7 +72,17 @@ DEFAULT_IMAGES = 6000
 DEFAULT_REPEATS = 3
 TORCH = "torch"  # the name PyTorch's measurement goes by, next to the backends' names
 TORCH_CUDA = "torch-cuda"  # PyTorch on the GPU, beside the cuda backend (a CUDA build of torch and a GPU)
-NUMBA_BASED = ("numba", "cuda")  # backends with a Numba on-disk cache (--fresh-cache)
+# --torch-modes: how a PyTorch user may run the same model on the CPU, each measured as an entry of its
+# own; eager keeps the name "torch" that reports have always used
+TORCH_MODES = {"eager": TORCH, "channels_last": "torch-channels_last", "compile": "torch-compile"}
+TORCH_MODE_OF = {name: mode for mode, name in TORCH_MODES.items()} | {TORCH_CUDA: "eager"}
+DEFAULT_TORCH_MODES = ("eager",)
+# torch.compile traces and compiles forward and backward in the first step; a second step keeps any
+# recompilation its guards ask for (a new grad state, a new shape) out of the clock too
+TORCH_COMPILE_WARMUP_STEPS = 2
+# the on-disk compile cache of each contestant that has one: --fresh-cache empties it for a first run
+FRESH_CACHE_ENV = {"numba": "NUMBA_CACHE_DIR", "cuda": "NUMBA_CACHE_DIR",
+                   TORCH_MODES["compile"]: "TORCHINDUCTOR_CACHE_DIR"}
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # workers import this same fastnn
 RESULT_PREFIX = "RESULT "
 
@@ -84,6 +100,7 @@ class Options:
     fresh_cache: bool = False
     profile_steps: int = 0  # 0: no per-layer profile
     data: str | None = None  # the MNIST directory; None: FASTNN_DATA, then the user cache
+    torch_modes: tuple = DEFAULT_TORCH_MODES  # keys of TORCH_MODES, measured when PyTorch is compared
 
 
 def model_settings(model, options):
@@ -188,9 +205,22 @@ def torch_twin(model):
     return nn.Sequential(*(twin(layer) for layer in model.layers))
 
 
+def is_torch(name):
+    return name in TORCH_MODE_OF
+
+
+def one_line(error, width=200):
+    """An exception as one short line: torch.compile's errors run to pages."""
+    first = next((line.strip() for line in str(error).splitlines() if line.strip()), "")
+    return shorten(f"{type(error).__name__}: {first}" if first else type(error).__name__, width, placeholder=" ...")
+
+
 def measure_torch(spec):
-    """PyTorch on the twin of one model, measured as measure_fastnn measures a backend; on the GPU
-    (TORCH_CUDA) with the batches uploaded once and no loss read back until the end."""
+    """PyTorch on the twin of one model, measured as measure_fastnn measures a backend, in the mode
+    the entry's name says (TORCH_MODE_OF): eager; channels_last, the model's weights and each batch
+    (inside the clock, as a user's loop would) in NHWC; or torch.compile(model), whose warm-up steps
+    are its compile seconds. On the GPU (TORCH_CUDA, eager) with the batches uploaded once and no loss
+    read back until the end. A torch.compile that fails here is a skip with its reason."""
     try:
         import torch
         import torch.nn.functional as F
@@ -205,15 +235,27 @@ def measure_torch(spec):
     device = "cuda" if spec["backend"] == TORCH_CUDA else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
         raise Unmeasurable(f"torch {torch.__version__} has no CUDA device here (a CPU build, or no GPU)")
+    mode = TORCH_MODE_OF[spec["backend"]]
     torch.set_num_threads(spec["threads"])
     torch.manual_seed(0)
     model = torch_twin(models.build(spec["model"])).to(device)
+    channels_last = mode == "channels_last"
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)  # conv weights NHWC; dense ones have no such layout
     opt = optimizers[spec["optimizer"]](model.parameters(), lr=spec["lr"])
     model.train()
+    forward = model
+    if mode == "compile":
+        try:
+            forward = torch.compile(model)  # shares model's parameters: opt updates what it runs
+        except Exception as e:  # noqa: BLE001  e.g. a Python that Dynamo does not support yet
+            raise Unmeasurable(f"torch.compile failed here: {one_line(e)}") from e
 
     def step(xb, yb):
+        if channels_last:
+            xb = xb.contiguous(memory_format=torch.channels_last)
         opt.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(xb), yb)
+        loss = F.cross_entropy(forward(xb), yb)
         loss.backward()
         opt.step()
         return loss.item() if device == "cpu" else loss
@@ -225,15 +267,23 @@ def measure_torch(spec):
     x, y, source = load_batches(spec["images"], spec["batch_size"], spec["data"])
     batches = make_batches(x, y, spec["batch_size"], lambda xb, yb: (
         torch.from_numpy(np.ascontiguousarray(xb)).to(device), torch.from_numpy(yb).to(device)))
+    # warm-up, timed apart: allocations, oneDNN's or cuDNN's kernel choices; torch.compile's compilation
+    warmup_steps = TORCH_COMPILE_WARMUP_STEPS if mode == "compile" else 1
     start = time.perf_counter()
-    first = step(*batches[0])  # first step: allocations, oneDNN's or cuDNN's kernel choices
+    try:
+        for i in range(warmup_steps):
+            last = step(*batches[i % len(batches)])
+    except Exception as e:  # noqa: BLE001  inductor wants a C++ compiler, and more, that a machine may lack
+        if mode != "compile":
+            raise
+        raise Unmeasurable(f"torch.compile failed here: {one_line(e)}") from e
     if device == "cuda":
-        finish(first)
+        finish(last)
     compile_seconds = time.perf_counter() - start
     images, seconds = time_steps(step, spec["images"], spec["batch_size"], batches,
                                  finish if device == "cuda" else None)
-    return {"compile_seconds": compile_seconds, "images": images, "seconds": seconds, "data": source,
-            "threads": torch.get_num_threads(), "torch": torch.__version__}
+    return {"compile_seconds": compile_seconds, "warmup_steps": warmup_steps, "images": images, "seconds": seconds,
+            "data": source, "threads": torch.get_num_threads(), "torch": torch.__version__, "torch_mode": mode}
 
 
 class Unmeasurable(Exception):
@@ -248,7 +298,7 @@ def worker_main(spec_json):
 
     spec = json.loads(spec_json)
     try:
-        result = measure_torch(spec) if spec["backend"] in (TORCH, TORCH_CUDA) else measure_fastnn(spec)
+        result = measure_torch(spec) if is_torch(spec["backend"]) else measure_fastnn(spec)
     except (BackendUnavailableError, Unmeasurable) as e:
         result = {"skipped": str(e)}
     else:
@@ -419,28 +469,42 @@ def summarise(runs, first_compile=None):
                "threadpools": ok[0].get("threadpools"), "runs": runs}
     for r in ok:
         r.pop("threadpools", None)  # the same in every run: kept once
-    if TORCH in ok[0]:
-        summary[TORCH] = ok[0][TORCH]
+    for key in (TORCH, "torch_mode", "warmup_steps"):  # PyTorch's version, and what its compile seconds cover
+        if key in ok[0]:
+            summary[key] = ok[0][key]
     profiled = [r for r in ok if "profile" in r]  # only the first run profiles
     if profiled:
         summary["profile"] = profiled[0].pop("profile")
     return summary
 
 
+def fastest_torch(results):
+    """The name of the fastest PyTorch CPU entry measured (eager, channels_last, compile), or None."""
+    rates = {n: results[n]["images_per_second"] for n in TORCH_MODES.values()
+             if "images_per_second" in results.get(n, {})}
+    return max(rates, key=rates.get, default=None)
+
+
 def add_ratios(results):
-    """Each result's median images/s over PyTorch's and over numpy's (None where either is missing);
-    the cuda backend's "PyTorch" is PyTorch on the GPU."""
+    """Each result's median images/s over PyTorch eager's (ratio_to_torch), over the fastest PyTorch
+    mode measured (ratio_to_best_torch), and over numpy's; None where the base is missing. The cuda
+    backend's PyTorch is PyTorch on the GPU, eager, its only mode there. The fastest mode's name."""
+    best = fastest_torch(results)
     for name, r in results.items():
-        for base in (TORCH, "numpy"):
-            b = results.get(TORCH_CUDA if base == TORCH and name in ("cuda", TORCH_CUDA) else base, {})
-            if "images_per_second" in r:
-                r[f"ratio_to_{base}"] = (r["images_per_second"] / b["images_per_second"]
-                                         if "images_per_second" in b else None)
+        if "images_per_second" not in r:
+            continue
+        on_gpu = name in ("cuda", TORCH_CUDA)
+        bases = {"torch": TORCH_CUDA if on_gpu else TORCH, "best_torch": TORCH_CUDA if on_gpu else best,
+                 "numpy": "numpy"}
+        for key, base in bases.items():
+            b = results.get(base, {}).get("images_per_second")
+            r[f"ratio_to_{key}"] = r["images_per_second"] / b if b else None
+    return best
 
 
 def measure_model(model, names, options, threads, unavailable, out=print):
-    """Every name in ``names`` (backends, and "torch") on one model, options.repeats times in turn.
-    ``unavailable`` {name: reason} collects what cannot run here, so later models do not try again."""
+    """Every name in ``names`` (backends, and PyTorch's entries) on one model, options.repeats times in
+    turn. ``unavailable`` {name: reason} collects what cannot run here, so later models do not try again."""
     batch_size, optimizer, lr = model_settings(model, options)
     conv_algo = os.environ.get("FASTNN_CONV_ALGO")  # passed on to the workers; named so it is not forgotten
     out(f"\n{model}: batch {batch_size}, {optimizer} lr {lr if lr is not None else 'default'}, {options.images} "
@@ -450,11 +514,19 @@ def measure_model(model, names, options, threads, unavailable, out=print):
             "threads": threads, "data": options.data, "profile_steps": 0}
     runs = {name: [] for name in names}
     first_compile = dict.fromkeys(names)
+    width = name_width(names)
+
+    def skipped(name, r):
+        if "skipped" in r:
+            unavailable[name] = r["skipped"]
+            out(f"  {name:{width}s} skipped: {r['skipped']}")
+        return "skipped" in r
+
     with contextlib.ExitStack() as stack:
-        # fresh_cache: one empty Numba cache per backend, filled by its first (first-compile) run
-        # and then loaded by every measured run
-        caches = {name: {"NUMBA_CACHE_DIR": stack.enter_context(tempfile.TemporaryDirectory())}
-                  for name in names if options.fresh_cache and name in NUMBA_BASED}
+        # fresh_cache: one empty compile cache per contestant that keeps one (FRESH_CACHE_ENV), filled
+        # by its first (first-compile) run and then loaded by every measured run
+        caches = {name: {FRESH_CACHE_ENV[name]: stack.enter_context(tempfile.TemporaryDirectory())}
+                  for name in names if options.fresh_cache and name in FRESH_CACHE_ENV}
         for repeat in range(options.repeats):
             for name in names:  # A B C A B C ...: a slow spell of the machine hits every backend
                 if name == TORCH_CUDA and "cuda" in unavailable:
@@ -463,30 +535,53 @@ def measure_model(model, names, options, threads, unavailable, out=print):
                     continue
                 if repeat == 0 and name in caches:
                     first = run_worker(dict(spec, backend=name), threads, caches[name])
+                    if skipped(name, first):
+                        continue
                     first_compile[name] = first.get("compile_seconds")
-                profile = options.profile_steps if repeat == 0 and name not in (TORCH, TORCH_CUDA) else 0
+                profile = options.profile_steps if repeat == 0 and not is_torch(name) else 0
                 r = run_worker(dict(spec, backend=name, profile_steps=profile), threads, caches.get(name))
-                if "skipped" in r:
-                    unavailable[name] = r["skipped"]
-                    out(f"  {name:10s} skipped: {r['skipped']}")
+                if skipped(name, r):
                     continue
                 runs[name].append(r)
                 shown = (f"{r['images'] / r['seconds']:10,.0f} images/s  (compile {r['compile_seconds']:.2f} s, "
                          f"{r['data']} images, pid {r['pid']})" if "error" not in r else r["error"])
-                out(f"  run {repeat + 1}/{options.repeats}  {name:10s} {shown}")
+                out(f"  run {repeat + 1}/{options.repeats}  {name:{width}s} {shown}")
     results = {name: ({"skipped": unavailable[name]} if not runs[name] else summarise(runs[name], first_compile[name]))
                for name in names if runs[name] or name in unavailable}
-    add_ratios(results)
-    print_table(results, options.repeats, out)
+    best_torch = add_ratios(results)
+    print_table(results, options.repeats, out, best_torch)
     for name, r in results.items():
         if "profile" in r:
             print_profile(f"{model} on {name}", r["profile"], out)
-    return {"model": model, "batch_size": batch_size, "optimizer": optimizer, "lr": lr, "results": results}
+    return {"model": model, "batch_size": batch_size, "optimizer": optimizer, "lr": lr, "best_torch": best_torch,
+            "results": results}
+
+
+def contestants(backends=None, torch_modes=DEFAULT_TORCH_MODES):
+    """The entries each round measures, in order: fastnn's backends (default: all; names checked), then
+    PyTorch's modes (``torch_modes``, keys of TORCH_MODES; none: PyTorch left out) in TORCH_MODES' order,
+    and PyTorch on the GPU when the cuda backend is among them."""
+    from . import config
+
+    names = list(dict.fromkeys(config.check_backend_name(b) for b in (backends or config.BACKENDS)))
+    names += [name for mode, name in TORCH_MODES.items() if mode in torch_modes]
+    if torch_modes and "cuda" in names:
+        names.append(TORCH_CUDA)
+    return names
+
+
+def torch_missing():
+    """Why PyTorch cannot be compared here (it is not installed), or None. Looked up, never imported:
+    only its workers import it."""
+    if importlib.util.find_spec("torch") is None:
+        return "torch is not importable (pip install torch==2.13.0, the CPU build, to compare)"
+    return None
 
 
 def run_benchmarks(models, backends=None, options=None, compare_torch=True, out=print):
     """Measure every backend (default: all of fastnn's; one that cannot run here is reported with
-    its reason) and PyTorch, each in its own process, on each model; print as it goes; the report."""
+    its reason) and PyTorch in options.torch_modes, each in its own process, on each model; print as
+    it goes; the report."""
     from . import config
     from .machine import describe, machine_facts
 
@@ -496,15 +591,11 @@ def run_benchmarks(models, backends=None, options=None, compare_torch=True, out=
     if unknown:
         from .errors import ConfigError
         raise ConfigError(f"unknown model {', '.join(unknown)}: choose from {', '.join(MODEL_DEFAULTS)}")
-    names = list(dict.fromkeys(config.check_backend_name(b) for b in (backends or config.BACKENDS)))
-    unavailable = {}
-    if compare_torch:
-        names.append(TORCH)
-        if "cuda" in names:
-            names.append(TORCH_CUDA)
-        if importlib.util.find_spec("torch") is None:
-            unavailable[TORCH] = "torch is not importable (pip install torch, the CPU build, to compare)"
-            unavailable[TORCH_CUDA] = "torch is not importable (a CUDA build of torch compares with cuda)"
+    names = contestants(backends, options.torch_modes if compare_torch else ())
+    missing = torch_missing() if compare_torch else None
+    unavailable = {name: missing for name in names if missing and is_torch(name)}
+    if TORCH_CUDA in unavailable:
+        unavailable[TORCH_CUDA] = "torch is not importable (a CUDA build of torch compares with cuda)"
     facts = machine_facts(threads)
     for line in describe(facts):
         out(line)
@@ -519,22 +610,35 @@ def failures(report):
             for name, r in m["results"].items() if "error" in r]
 
 
-def print_table(results, repeats, out=print):
+def name_width(names):
+    return max([10, *map(len, names)])  # "torch-channels_last" is wider than a backend's name
+
+
+def print_table(results, repeats, out=print, best_torch=None):
+    """The medians, ratios and compile seconds of one model; ``best_torch`` names the entry that the
+    "vs best" column divides by (add_ratios)."""
     def cell(value, fmt, width):
         return f"{'-':>{width}s}" if value is None else f"{value:{width}{fmt}}"
 
-    out(f"\n{'backend':10s} {'images/s':>10s} {'min-max':>17s} {'vs torch':>9s} {'vs numpy':>9s} "
-        f"{'compile s':>10s} {'first run':>10s}")
+    width = name_width(results)
+    out(f"\n{'backend':{width}s} {'images/s':>10s} {'min-max':>17s} {'vs torch':>9s} {'vs best':>9s} "
+        f"{'vs numpy':>9s} {'compile s':>10s} {'first run':>10s}")
     for name, r in results.items():
         if "images_per_second" not in r:
             why = f"skipped: {shorten(r['skipped'], 90, placeholder=' ...')}" if "skipped" in r else r["error"]
-            out(f"{name:10s} {'-':>10s}  {why}")
+            out(f"{name:{width}s} {'-':>10s}  {why}")
             continue
         spread = f"{r['images_per_second_min']:,.0f}-{r['images_per_second_max']:,.0f}" if repeats > 1 else "-"
-        ratios = [f"{v:8.2f}x" if v is not None else f"{'-':>9s}" for v in (r["ratio_to_torch"], r["ratio_to_numpy"])]
-        out(f"{name:10s} {r['images_per_second']:10,.0f} {spread:>17s} {' '.join(ratios)} "
+        ratios = [f"{v:8.2f}x" if v is not None else f"{'-':>9s}"
+                  for v in (r["ratio_to_torch"], r["ratio_to_best_torch"], r["ratio_to_numpy"])]
+        out(f"{name:{width}s} {r['images_per_second']:10,.0f} {spread:>17s} {' '.join(ratios)} "
             f"{cell(r['compile_seconds'], '.2f', 10)} {cell(r['compile_seconds_first_run'], '.2f', 10)}"
             + (f"  ({r['failed_runs']} run(s) failed)" if r["failed_runs"] else ""))
+    if best_torch:
+        out(f"vs torch: over PyTorch eager; vs best: over the fastest PyTorch measured here, {best_torch}"
+            + ("; compile s: a warm-up apart from images/s (torch-compile: its first "
+               f"{TORCH_COMPILE_WARMUP_STEPS} steps)" if "images_per_second" in results.get(TORCH_MODES["compile"], {})
+               else ""))
 
 
 def print_profile(title, p, out=print):
@@ -564,6 +668,13 @@ def print_profile(title, p, out=print):
         f"{rate:.1f} GFLOP/s = {100 * rate / p['sgemm_gflops']:.0f}% of sgemm")
 
 
+def plot_label(name):
+    """A bar's label: "PyTorch" for eager, "PyTorch" over its mode for the others."""
+    if name == TORCH:
+        return "PyTorch"
+    return f"PyTorch\n{name.removeprefix('torch-')}" if is_torch(name) else name
+
+
 def plot_report(report, path):
     """Bars of median images/s per backend, PyTorch beside them in its own colour, min-max as error
     bars; one panel per model, each on its own scale (mlp trains 100x faster than pytorch-net)."""
@@ -571,16 +682,19 @@ def plot_report(report, path):
     plt = require_matplotlib()
 
     models = report["models"]
-    fig, axes = plt.subplots(1, len(models), figsize=(max(6.0, 1.5 + 3.3 * len(models)), 4.6), squeeze=False)
+    bars = max(len(m["results"]) for m in models.values())  # PyTorch's modes widen a panel
+    panel = max(3.3, 0.6 * bars)
+    fig, axes = plt.subplots(1, len(models), figsize=(max(6.0, 1.5 + panel * len(models)), 4.6), squeeze=False)
     for ax, (model, m) in zip(axes[0], models.items()):
         measured = {n: r for n, r in m["results"].items() if "images_per_second" in r}
         medians = [r["images_per_second"] for r in measured.values()]
         spread = [[r["images_per_second"] - r["images_per_second_min"] for r in measured.values()],
                   [r["images_per_second_max"] - r["images_per_second"] for r in measured.values()]]
-        labels = ["PyTorch" if n == TORCH else n for n in measured]
-        colors = ["tab:orange" if n == TORCH else "tab:blue" for n in measured]
+        labels = [plot_label(n) for n in measured]
+        colors = ["tab:orange" if is_torch(n) else "tab:blue" for n in measured]
         bars = ax.bar(labels, medians, yerr=spread, capsize=3, color=colors)
         ax.bar_label(bars, labels=[f"{v:,.0f}" for v in medians], fontsize=8, padding=2)
+        ax.tick_params(axis="x", labelsize=8)
         missing = [n for n in m["results"] if n not in measured]
         ax.set_title(f"{model}\nbatch {m['batch_size']}, {m['optimizer']}", fontsize=10)
         if missing:
@@ -598,9 +712,19 @@ def plot_report(report, path):
 
 # ======================================================================== the command line
 
+def torch_modes_arg(text):
+    """--torch-modes: comma-separated keys of TORCH_MODES, each once."""
+    modes = [mode.strip() for mode in text.split(",") if mode.strip()]
+    unknown = [mode for mode in modes if mode not in TORCH_MODES]
+    if unknown or not modes:
+        what = f"unknown PyTorch mode {unknown[0]!r}" if unknown else f"no PyTorch mode in {text!r}"
+        raise argparse.ArgumentTypeError(f"{what}: choose from {', '.join(TORCH_MODES)}")
+    return list(dict.fromkeys(modes))
+
+
 def add_arguments(p):
     """The flags of `fastnn bench` and of benchmarks/train_throughput.py: one list for both."""
-    from .cli import positive_float, positive_int
+    from .cli import directory, positive_float, positive_int
     from .models import MODELS
     from .optim import OPTIMIZERS
 
@@ -623,9 +747,14 @@ def add_arguments(p):
     p.add_argument("--lr", type=positive_float,
                    help="default: " + ", ".join(f"{lr:g} {o}" for o, lr in DEFAULT_LR.items())
                         + ", else the optimizer's own")
-    p.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
-    p.add_argument("--data", metavar="DIR", help="the MNIST directory (default: $FASTNN_DATA, then the user "
-                   "cache; random images if none: throughput does not depend on the pixels)")
+    which_torch = p.add_mutually_exclusive_group()
+    which_torch.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
+    which_torch.add_argument("--torch-modes", type=torch_modes_arg, default=list(DEFAULT_TORCH_MODES),
+                             metavar="MODES", help=f"comma-separated PyTorch modes, each an entry of its own: "
+                             f"{', '.join(TORCH_MODES)} (default: eager); the table's 'vs best' column divides "
+                             "by the fastest, and torch.compile's compilation counts as compile seconds")
+    p.add_argument("--data", metavar="DIR", type=directory, help="the MNIST directory (default: $FASTNN_DATA, "
+                   "then the user cache; random images if none: throughput does not depend on the pixels)")
     p.add_argument("--fresh-cache", action="store_true",
                    help="first run Numba-based backends with an empty NUMBA_CACHE_DIR (first-compile seconds)")
     p.add_argument("--profile", action="store_true", help="per-layer times, GFLOP/s, %% of sgemm and "
@@ -649,7 +778,8 @@ def run_from_args(args, out=print):
         require_matplotlib()
     options = Options(images=args.images, threads=args.threads, repeats=args.repeats, batch_size=args.batch_size,
                       optimizer=args.optimizer, lr=args.lr, fresh_cache=args.fresh_cache,
-                      profile_steps=args.profile_steps if args.profile else 0, data=args.data)
+                      profile_steps=args.profile_steps if args.profile else 0, data=args.data,
+                      torch_modes=() if args.no_torch else tuple(args.torch_modes))
     models = list(MODEL_DEFAULTS) if args.model == "all" else [args.model]
     backends = [b.strip() for b in args.backends.split(",") if b.strip()] if args.backends else None
     report = run_benchmarks(models, backends, options, compare_torch=not args.no_torch, out=out)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from fastnn import backends, bench, models, optim
-from fastnn.layers import Conv2D, Dense
+from fastnn.layers import Conv2D, Dense, Dropout
 from fastnn.train import Trainer
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "train_throughput.py"
@@ -65,7 +65,8 @@ def test_runs_and_writes_json(throughput, tmp_path):
     assert "error" not in numpy, numpy
     assert len(numpy["runs"]) == 2 and all(run["images"] == 200 and run["seconds"] > 0 for run in numpy["runs"])
     assert numpy["images_per_second_min"] <= numpy["images_per_second"] <= numpy["images_per_second_max"]
-    assert numpy["ratio_to_numpy"] == 1.0 and numpy["ratio_to_torch"] is None
+    assert numpy["ratio_to_numpy"] == 1.0 and numpy["ratio_to_torch"] is None and numpy["ratio_to_best_torch"] is None
+    assert report["options"]["torch_modes"] == [] and model["best_torch"] is None  # --no-torch: no PyTorch mode
     assert numpy["compile_seconds"] >= 0 and "profile" not in numpy
 
 
@@ -111,12 +112,47 @@ def test_profile_asks_the_backend_for_the_conv_algorithm():
 
 
 def test_torch_twins_match():
-    torch = pytest.importorskip("torch")
+    """Each twin computes its model's function: fastnn's weights loaded into it, the same logits,
+    loss and weight gradients. In float64 on both sides (the numpy backend takes it), where rounding
+    stays below 1e-12 of the values and a twin that differs in any layer is off by far more."""
+    torch = pytest.importorskip("torch", reason="torch is not a fastnn dependency: the twins need it "
+                                                "(pip install torch==2.13.0, the CPU build)")
+    import torch.nn.functional as F
+    K = backends.use("numpy")
     for name in models.MODELS:
-        model = models.build(name)
-        twin = bench.torch_twin(model)
+        model = models.build(name, seed=1)
+        twin = bench.torch_twin(model).double()
         assert sum(p.numel() for p in twin.parameters()) == model.num_params(), name
-        assert tuple(twin(torch.zeros(2, *model.input_shape)).shape) == (2, *model.output_shape), name
+        rng = np.random.default_rng(0)
+        x, labels = rng.random((2, *model.input_shape)), rng.integers(0, model.output_shape[0], 2)
+        shape = x.shape
+        for layer, module in zip(model.layers, twin, strict=True):
+            for table in (layer.params, layer.buffers):
+                for key in table:
+                    table[key] = table[key].astype(np.float64)
+            if isinstance(layer, (Conv2D, Dense)):   # torch's Linear keeps W as (out, in): fastnn's W.T
+                W = layer.params["W"] if isinstance(layer, Conv2D) else layer.params["W"].T
+                module.weight.data, module.bias.data = torch.tensor(W), torch.tensor(layer.params["b"])
+            if isinstance(layer, Dropout):   # the same rate; off on both sides below (an all-ones mask, eval())
+                assert module.p == layer.p, name
+                layer.fixed_mask = np.ones(shape)
+            shape = (len(x), *layer.output_shape(shape[1:]))
+        logits = model.forward(x, train=True)
+        loss, cache = K.softmax_cross_entropy(logits, labels)
+        model.backward(K.softmax_cross_entropy_backward(cache))
+        twin.eval()
+        twin_logits = twin(torch.tensor(x))
+        twin_loss = F.cross_entropy(twin_logits, torch.tensor(labels))
+        twin_loss.backward()
+        np.testing.assert_allclose(logits, twin_logits.detach().numpy(), rtol=1e-10, atol=1e-12, err_msg=name)
+        assert loss == pytest.approx(twin_loss.item(), rel=1e-12), name
+        for i, (layer, module) in enumerate(zip(model.layers, twin)):
+            if isinstance(layer, (Conv2D, Dense)):
+                dW = module.weight.grad.numpy() if isinstance(layer, Conv2D) else module.weight.grad.numpy().T
+                scale = np.abs(dW).max()
+                np.testing.assert_allclose(layer.grads["W"], dW, rtol=1e-10, atol=1e-12 * scale, err_msg=f"{name} {i}")
+                np.testing.assert_allclose(layer.grads["b"], module.bias.grad.numpy(), rtol=1e-10,
+                                           atol=1e-12 * scale, err_msg=f"{name} {i}")
 
 
 def test_flops_of_a_layer_that_skips_dx():
@@ -129,21 +165,24 @@ def test_flops_of_a_layer_that_skips_dx():
 
 
 def test_time_to_accuracy_runs_fastnn_on_a_subset(mnist_dir, tmp_path):
-    """benchmarks/time_to_accuracy.py, fastnn's contestant only (no torch needed), on 512 training
-    images: one run of `fastnn train --recipe speedrun` in a subprocess, its numbers in the JSON."""
+    """benchmarks/time_to_accuracy.py, fastnn's contestant only (no torch needed), on 4,096 training
+    images (16 steps of 256): one run of `fastnn train --recipe speedrun` in a subprocess, its numbers
+    in the JSON, and an accuracy that only a net that learned reaches."""
     spec = importlib.util.spec_from_file_location("time_to_accuracy", SCRIPT.with_name("time_to_accuracy.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     out = tmp_path / "tta.json"
-    module.main(["--runs", "fastnn", "--seeds", "0", "--limit", "512", "--threads", "1", "--data", str(mnist_dir),
+    module.main(["--runs", "fastnn", "--seeds", "0", "--limit", "4096", "--threads", "1", "--data", str(mnist_dir),
                  "--json", str(out)])
     report = json.loads(out.read_text())
-    assert list(report["contestants"]) == ["fastnn"] and report["seeds"] == [0] and report["limit"] == 512
+    assert list(report["contestants"]) == ["fastnn"] and report["seeds"] == [0] and report["limit"] == 4096
     fastnn = report["contestants"]["fastnn"]
     assert fastnn["failed_runs"] == 0, fastnn["runs"]
     (run,) = fastnn["runs"]
-    assert run["seed"] == 0 and run["train_images"] == 512 and run["model"] == "speedrun-net"
-    assert isinstance(run["accuracy"], float) and 0 <= run["accuracy"] <= 1
+    assert run["seed"] == 0 and run["train_images"] == 4096 and run["model"] == "speedrun-net"
+    # On the 10,000 test images, guessing the commonest digit scores 0.1135, and a net that does not
+    # learn (no gradient, or a wrong one) stays about there; 16 steps of the recipe reach about 0.78.
+    assert isinstance(run["accuracy"], float) and 0.5 <= run["accuracy"] <= 1
     assert run["train_seconds"] > 0 and run["eval_seconds"] >= 0 and run["compile_seconds"] >= 0
     assert run["seconds_to_target"] is None or run["seconds_to_target"] >= run["train_seconds"]
     assert "missing_metrics" not in run, run["missing_metrics"]
