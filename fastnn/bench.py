@@ -24,7 +24,8 @@ of a first run next to those of a cached one.
 ``profile_steps`` adds, in each fastnn backend's first run, that many steps after the timed ones
 with every step of the model's plan (a fused block, or a layer alone) timed apart: milliseconds,
 FLOPs, GFLOP/s, the share of the sgemm rate measured in the same process, and each Conv2D's
-algorithm (the backend's ``conv2d_algorithm``; FASTNN_CONV_ALGO, passed on, forces one).
+algorithm and where the choice came from (tuned on this machine, the built-in table, forced by
+FASTNN_CONV_ALGO, or the only one that applies; fastnn/backends/tuning.py).
 
 PyTorch is a point of comparison, never a dependency: it is imported only inside the worker that
 measures it. Its model is read off fastnn's layer by layer (``torch_twin``); same optimizer,
@@ -39,7 +40,8 @@ parent_pid, options, models: {model: {batch_size, optimizer, lr, best_torch (the
 entry, or null), results: {backend: {images_per_second (median), images_per_second_min,
 images_per_second_max, compile_seconds (median), compile_seconds_first_run, ratio_to_torch,
 ratio_to_best_torch, ratio_to_numpy, data, threadpools, runs: [{pid, images, seconds,
-images_per_second, compile_seconds, threads, ...}], failed_runs, profile; PyTorch's entries also
+images_per_second, compile_seconds, tuning_seconds (timing the convolutions on first use, apart), threads,
+...}], failed_runs, profile; PyTorch's entries also
 torch (its version), torch_mode, warmup_steps} or {skipped: reason} or {error, runs}}}}}.
 """
 import argparse
@@ -159,7 +161,10 @@ def measure_fastnn(spec):
     n_threads = threads.set_threads(spec["threads"])  # after loading: limits the BLAS/OpenMP it brought in
     trainer = Trainer(models.build(spec["model"], seed=0), optim.make(spec["optimizer"], lr=spec["lr"]),
                       batch_size=spec["batch_size"], seed=0, progress=False)
-    compile_seconds = trainer.warmup()
+    from .backends import tuning
+    tuned_before = tuning.spent().seconds
+    warmup_seconds = trainer.warmup()
+    tuning_seconds = tuning.spent().seconds - tuned_before  # a shape's first use on this machine: apart
     x, y, source = load_batches(spec["images"], spec["batch_size"], spec["data"])
     batches = make_batches(x, y, spec["batch_size"], lambda xb, yb: (K.to_device(xb), K.to_device(yb)))
     step, finish = trainer.train_step, None
@@ -173,7 +178,8 @@ def measure_fastnn(spec):
             K.synchronize()
             return last
     images, seconds = time_steps(step, spec["images"], spec["batch_size"], batches, finish)
-    result = {"compile_seconds": compile_seconds, "images": images, "seconds": seconds, "data": source,
+    result = {"compile_seconds": warmup_seconds - tuning_seconds, "tuning_seconds": tuning_seconds,
+              "images": images, "seconds": seconds, "data": source,
               "threads": n_threads}
     if spec["profile_steps"]:  # after the timed steps, so that asking for a profile leaves images/s as it was
         result["profile"] = profile_layers(trainer, K, batches, spec["profile_steps"], n_threads)
@@ -401,8 +407,7 @@ def profile_layers(trainer, K, batches, steps, n_threads):
             del step.forward, step.backward
 
     sgemm = sgemm_gflops(n_threads)
-    # the contract's name, else the name first proposed for it
-    algorithm = getattr(K, "conv2d_algorithm", None) or getattr(K, "conv_algorithm", None)
+    from .backends import tuning
     batch_size = batches[0][0].shape[0]
     x_shape, rows, first = (batch_size,) + model.input_shape, [], 0
     for step, (fwd, bwd) in zip(plan, times):
@@ -411,8 +416,9 @@ def profile_layers(trainer, K, batches, steps, n_threads):
         row = {"index": first, "layers": f"{first}" if last == first else f"{first}-{last}",
                "layer": " + ".join(describe_layer(layer) for layer in step.layers), "kernel": step.kernel,
                "algorithm": "-"}
-        if isinstance(head, Conv2D) and algorithm is not None:
-            row["algorithm"] = algorithm(x_shape, tuple(head.params["W"].shape), head.stride, head.pad)
+        if isinstance(head, Conv2D):  # the choice and where it came from: "winograd (tuned)"
+            choice = tuning.choice(K.NAME, x_shape, tuple(head.params["W"].shape), head.stride, head.pad)
+            row["algorithm"], row["algorithm_source"] = choice.algorithm, choice.source
         for layer in step.layers:
             y_shape = (batch_size,) + layer.output_shape(x_shape[1:])
             flops = [a + b for a, b in zip(flops, layer_flops(layer, x_shape, y_shape))]
@@ -543,8 +549,9 @@ def measure_model(model, names, options, threads, unavailable, out=print):
                 if skipped(name, r):
                     continue
                 runs[name].append(r)
+                tuned = f"tuning {r['tuning_seconds']:.2f} s, " if r.get("tuning_seconds") else ""
                 shown = (f"{r['images'] / r['seconds']:10,.0f} images/s  (compile {r['compile_seconds']:.2f} s, "
-                         f"{r['data']} images, pid {r['pid']})" if "error" not in r else r["error"])
+                         f"{tuned}{r['data']} images, pid {r['pid']})" if "error" not in r else r["error"])
                 out(f"  run {repeat + 1}/{options.repeats}  {name:{width}s} {shown}")
     results = {name: ({"skipped": unavailable[name]} if not runs[name] else summarise(runs[name], first_compile[name]))
                for name in names if runs[name] or name in unavailable}
@@ -649,12 +656,14 @@ def print_profile(title, p, out=print):
     out(f"\n{title}: per step of the plan (fused blocks as one), mean of {p['steps']} steps of batch "
         f"{p['batch_size']}, {p['threads']} thread(s); sgemm 1024^3 (scipy BLAS, same threads) "
         f"{p['sgemm_gflops']:.1f} GFLOP/s")
-    out(f"  {'layers':46s} {'output':>10s}  {'algorithm':16s} {'fwd ms':>8s} {'bwd ms':>8s} "
+    out(f"  {'layers':46s} {'output':>10s}  {'algorithm':20s} {'fwd ms':>8s} {'bwd ms':>8s} "
         f"{'fwd GFLOP/s':>11s} {'bwd GFLOP/s':>11s} {'fwd %sgemm':>10s} {'bwd %sgemm':>10s}")
     for row in p["layers"]:
         name = f"{row['layers']:>5s} {row['layer']}"
         shape = "x".join(map(str, row["output_shape"]))
-        out(f"  {name:46s} {shape:>10s}  {row['algorithm']:16s} {cell(row['forward_ms'], '.2f', 8)} "
+        source = row.get("algorithm_source")  # tuned, table, forced or only: why this algorithm
+        algorithm = row["algorithm"] + (f" ({source})" if source else "")
+        out(f"  {name:46s} {shape:>10s}  {algorithm:20s} {cell(row['forward_ms'], '.2f', 8)} "
             f"{cell(row['backward_ms'], '.2f', 8)} {cell(row['forward_gflops'], '.1f', 11)} "
             f"{cell(row['backward_gflops'], '.1f', 11)} {cell(row['forward_pct_sgemm'], '.0f', 10, '%')} "
             f"{cell(row['backward_pct_sgemm'], '.0f', 10, '%')}")

@@ -96,17 +96,21 @@ def test_profile_covers_every_layer(throughput, tmp_path):
             assert row["forward_gflops"] > 0 and row["forward_pct_sgemm"] > 0
 
 
-def test_profile_asks_the_backend_for_the_conv_algorithm():
-    """In one process: the algorithm column comes from the backend's conv2d_algorithm, and the
-    layers get their own forward/backward methods back afterwards."""
+def test_profile_asks_the_backend_for_the_conv_algorithm(monkeypatch):
+    """In one process: the algorithm column comes from the backend's choice (tuning.choice: the
+    algorithm and where it came from), and the layers get their own forward/backward methods back
+    afterwards."""
+    from fastnn.backends import tuning
     backends.use("numpy")
+    monkeypatch.setattr(tuning, "choice", lambda backend, x_shape, w_shape, stride, pad: tuning.Choice(
+        f"test {backend} {x_shape[0]} {w_shape[0]}", "tuned"))
     model = models.build("simple-cnn")
     trainer = Trainer(model, optim.make("adam"), batch_size=4, seed=0, progress=False)
     rng = np.random.default_rng(0)
     batches = [(rng.random((4, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, 4))]
-    K = SimpleNamespace(conv2d_algorithm=lambda x_shape, w_shape, stride, pad: f"test {x_shape[0]} {w_shape[0]}")
-    profile = bench.profile_layers(trainer, K, batches, steps=1, n_threads=1)
-    assert [row["algorithm"] for row in profile["layers"]] == ["test 4 30"] + ["-"] * (len(model.plan()) - 1)
+    profile = bench.profile_layers(trainer, SimpleNamespace(NAME="fake"), batches, steps=1, n_threads=1)
+    assert [row["algorithm"] for row in profile["layers"]] == ["test fake 4 30"] + ["-"] * (len(model.plan()) - 1)
+    assert profile["layers"][0]["algorithm_source"] == "tuned"
     assert not any("forward" in vars(step) or "backward" in vars(step) for step in model.plan())
     assert all(row["forward_ms"] > 0 and row["backward_ms"] is not None for row in profile["layers"])
 
