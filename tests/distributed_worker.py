@@ -14,8 +14,8 @@ gradient (``MODEL/abs/KEY``, ``MODEL/terms/KEY``: see ``summed_terms``).
 
 ``epoch``: one epoch with Adam, global batches of 100: by the 2 ranks (``two/``, ``in_sync``); then
 by one process on the same batches, rank 0 (``one/``), and at the same time on rank 1 by one
-process that sees each batch's images in reverse order (``reversed/``): the same sums added in
-another order, so the test can measure how far rounding alone moves an epoch.
+process on 2 threads that sees each batch's images in reverse order (``reversed/``): the same sums
+added in another order and grouping, so the test can measure how far rounding alone moves an epoch.
 
 ``nan``: mlp trains one epoch on the first N images with image I made NaN, which lands in one
 rank's slice only. Each rank writes what stopped it to OUT.RANK.json: the error, the optimizer's
@@ -25,7 +25,7 @@ after the error: ranks that stopped at different steps would wait for each other
 ``bn-mlp`` (784 -> 64 -> BatchNorm -> ReLU -> 10) is there for BatchNorm, whose running statistics
 the ranks average. Dropout is switched off (p = 0): each rank draws its own masks, so only without
 dropout do a 2-rank run and a 1-process run compute the same function. Every process runs one
-thread; rank 0 writes OUT (.npz) in the ``step`` and ``epoch`` modes.
+thread (but the epoch's reordered run); rank 0 writes OUT (.npz) in the ``step`` and ``epoch`` modes.
 """
 import argparse
 import hashlib
@@ -146,7 +146,12 @@ def one_epoch(name, n, x, y):
     model = build(name)
     trainer = Trainer(model, optim.make("adam"), seed=0, progress=False)
     run = "one" if parallel.is_root else "reversed"
-    if run == "reversed":  # the same batches, each one's images in reverse order
+    if run == "reversed":  # the same batches, each one's images in reverse order, on 2 threads
+        # two threads split each batch's images in halves, as the ranks do (per-thread sums, then
+        # their sum): one process whose sums run in the 2-rank grouping as well as another order.
+        # Reversal alone missed that grouping: on cython, pytorch-net's epoch moved 5e-7 under it
+        # and 2.8e-4 under 2 ranks or 2 threads (a max-pool or ReLU decision flipped by rounding)
+        threads.set_threads(2)
         step = trainer.train_step
 
         def reversed_step(xb, yb, **kwargs):

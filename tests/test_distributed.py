@@ -190,7 +190,8 @@ def test_an_epoch_on_two_ranks_stays_within_the_rounding_noise_of_one_process(mp
         two, one, reordered = (part(data, f"{run}/param/") for run in ("two", "one", "reversed"))
     # An epoch grows the rounding of its first steps (Adam divides by the gradients' running size)
     # by an amount that depends on the machine's kernels. The floor, measured here: how far one
-    # process moves from itself when only the order of each batch's sums changes. The largest
+    # process moves from itself when only the order and grouping of each batch's sums change
+    # (reversed images, 2 threads: see distributed_worker.py). The largest
     # per-tensor difference against the floor's largest: each tensor's is one draw of that growth,
     # and they scatter by a few times.
     noise, apart = relative_differences(reordered, one), relative_differences(two, one)
