@@ -318,6 +318,13 @@ class Tuner:
         known = _chosen.get((self.backend, tuple(x_shape), tuple(w_shape), stride, pad, self.threads()))
         return known if known is not None else self.tune(x_shape, w_shape, stride, pad)
 
+    def algorithm(self, x_shape, w_shape, stride, pad) -> str:
+        """The backend's conv2d_algorithm: the algorithm it runs for x (N, C, H, W) and W (F, C, KH,
+        KW): the one FASTNN_CONV_ALGO forces where it applies; else the only one that applies; else,
+        with FASTNN_TUNE=0, the table's; else the fastest on this machine, timed the first time the
+        shape is used and kept in the tuning cache."""
+        return self.choice(x_shape, w_shape, stride, pad).algorithm
+
     def key(self, x_shape, w_shape, stride, pad) -> str:
         machine_id, _ = machine(tuple(config.code_path_environment().items()))
         return (f"{self.backend} x={_dims(x_shape)} w={_dims(w_shape)} stride={stride} pad={pad} "

@@ -78,20 +78,8 @@ def _timed_step(algorithm, x, W, b, stride, pad, dy):
 TUNED_ALGORITHMS = ("im2col", "winograd", "winograd4")
 _tuner = tuning.Tuner("numba", CONV_ALGORITHMS, applies, table_algorithm, _timed_step, numba.get_num_threads,
                       timed=TUNED_ALGORITHMS)
-
-
-def conv2d_choice(x_shape, w_shape, stride, pad) -> tuning.Choice:
-    """(algorithm, source, ms): what conv2d_algorithm answers for this shape and why (see tuning.Choice)."""
-    return _tuner.choice(x_shape, w_shape, stride, pad)
-
-
-def conv2d_algorithm(x_shape, w_shape, stride, pad):
-    """The algorithm this backend runs for x (N, C, H, W) and W (F, C, KH, KW): the one
-    FASTNN_CONV_ALGO forces where it applies; else the only one that applies; else, with
-    FASTNN_TUNE=0, table_algorithm's; else the fastest on this machine, timed the first time the
-    shape is used (forward and backward, every algorithm that applies) and kept in the tuning
-    cache (fastnn/backends/tuning.py)."""
-    return _tuner.choice(x_shape, w_shape, stride, pad).algorithm
+conv2d_choice = _tuner.choice        # (algorithm, source, ms): what a shape runs, and why (tuning.Choice)
+conv2d_algorithm = _tuner.algorithm  # the contract's: forced -> only -> table (FASTNN_TUNE=0) -> tuned here
 
 
 def conv2d_forward(x, W, b, stride, pad):
