@@ -178,6 +178,9 @@ def test_what_decides_the_timing_is_in_the_key(cache_home, monkeypatch, tmp_path
     """Another CPU (its ISA flags), another OpenBLAS core type, thread count or fastnn version:
     timed again. The same ones again, in a fresh process (forget()): read from the file."""
     from fastnn.backends.numba import conv
+    from fastnn import config
+    for name in config.CODE_PATH_VARIABLES:  # this run's own (OPENBLAS_CORETYPE=Haswell, say) aside
+        monkeypatch.delenv(name, raising=False)
     cpuinfo = tmp_path / "cpuinfo"
     monkeypatch.setattr(tuning, "CPUINFO", str(cpuinfo))
     calls = fake_timings(monkeypatch, WINOGRAD4_FASTEST)
