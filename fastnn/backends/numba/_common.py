@@ -9,8 +9,16 @@ import collections
 
 import numpy as np
 from numba import njit
+from numba.core.cpu_options import ParallelOptions
 
 FAST = {"nsz", "arcp", "contract", "afn", "reassoc"}
+
+# parallel=PRANGE: only the prange loops become parallel regions. Numba's other conversions (array
+# expressions, slice assignments, reductions) would each add a parallel region of their own, a
+# gufunc with its wrappers compiled for every one of them, where the kernels want one region
+# per call (and none inside a prange loop). A ParallelOptions, not a dict: Numba pops a dict's keys.
+PRANGE = ParallelOptions({"comprehension": False, "reduction": False, "inplace_binop": False, "setitem": False,
+                          "numpy": False, "stencil": False, "fusion": False, "prange": True})
 
 SCRATCH_BYTES = 64 << 20  # the most scratch kept between calls; the oldest buffers go first
 _scratch = collections.OrderedDict()

@@ -7,52 +7,52 @@ import numpy as np
 from numba import njit, prange
 
 from ..numpy import activation as reference
-from ._common import FAST, f32, relu
+from ._common import FAST, PRANGE, f32, relu
 
 
-@njit(cache=True, parallel=True, fastmath=FAST)
+@njit(cache=True, parallel=PRANGE, fastmath=FAST)
 def _relu(y, x):
     # y = np.maximum(x, 0)
     for i in prange(x.size):
         y[i] = relu(x[i])
 
 
-@njit(cache=True, parallel=True, fastmath=FAST)
+@njit(cache=True, parallel=PRANGE, fastmath=FAST)
 def _relu_backward(dx, dy, y):
     # dx = dy * (y > 0)   (a product, as in the reference: an infinite dy where y <= 0 gives NaN)
     for i in prange(dy.size):
         dx[i] = dy[i] * np.float32(y[i] > 0)
 
 
-@njit(cache=True, parallel=True, fastmath=FAST)
+@njit(cache=True, parallel=PRANGE, fastmath=FAST)
 def _sigmoid(y, x):
     # y = 0.5 * (1 + np.tanh(0.5 * x))
     for i in prange(x.size):
         y[i] = np.float32(0.5) * (np.float32(1.0) + np.tanh(np.float32(0.5) * x[i]))
 
 
-@njit(cache=True, parallel=True, fastmath=FAST)
+@njit(cache=True, parallel=PRANGE, fastmath=FAST)
 def _sigmoid_backward(dx, dy, y):
     # dx = dy * y * (1 - y)
     for i in prange(dy.size):
         dx[i] = dy[i] * y[i] * (np.float32(1.0) - y[i])
 
 
-@njit(cache=True, parallel=True, fastmath=FAST)
+@njit(cache=True, parallel=PRANGE, fastmath=FAST)
 def _tanh(y, x):
     # y = np.tanh(x)
     for i in prange(x.size):
         y[i] = np.tanh(x[i])
 
 
-@njit(cache=True, parallel=True, fastmath=FAST)
+@njit(cache=True, parallel=PRANGE, fastmath=FAST)
 def _tanh_backward(dx, dy, y):
     # dx = dy * (1 - y * y)
     for i in prange(dy.size):
         dx[i] = dy[i] * (np.float32(1.0) - y[i] * y[i])
 
 
-@njit(cache=True, parallel=True, fastmath=FAST)
+@njit(cache=True, parallel=PRANGE, fastmath=FAST)
 def _multiply(out, a, b):
     # out = a * b
     for i in prange(a.size):

@@ -8,12 +8,12 @@ import numpy as np
 from numba import njit, prange
 
 from ..numpy.augment import check_warp_affine
-from ._common import ZERO, f32
+from ._common import PRANGE, ZERO, f32
 
 ONE = np.float32(1.0)
 
 
-@njit(cache=True, parallel=True, fastmath=False)
+@njit(cache=True, parallel=PRANGE, fastmath=False)
 def _warp(y, x, theta):
     # x (N, C, H, W), theta (N, 2, 3) -> y (N, C, H, W)
     N, C, H, W = x.shape

@@ -23,6 +23,8 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import get_cython_function_address, intrinsic
 
+from ._common import PRANGE
+
 llvm.add_symbol("fastnn_sgemm", get_cython_function_address("scipy.linalg.cython_blas", "sgemm"))
 
 _N, _T = np.int8(ord("N")), np.int8(ord("T"))
@@ -74,7 +76,7 @@ def gemm(c, a, b, alpha=1.0, beta=0.0, trans_a=False, trans_b=False):
            np.int32(a.strides[0] // 4), np.float32(beta), c.ctypes.data, np.int32(c.strides[0] // 4))
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=PRANGE)
 def parallel_gemm(c, a, b, n_threads, beta=0.0, trans_a=False, trans_b=False):
     """c = op(a) @ op(b) + beta * c, the rows of c split evenly into ``n_threads`` blocks
     (pass numba.get_num_threads(): called in here it would keep the function out of the disk

@@ -17,15 +17,18 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from ._common import FAST, f32, relu
+from ._common import FAST, PRANGE, f32, relu
 from .blas import gemm
 
 
 @njit(cache=True, fastmath=FAST)
 def forward_block(y, x, W, b, lo, hi, with_relu):
     # rows lo:hi of y = x @ W + b, then np.maximum(y, 0) if asked, while the rows are in cache
+    # y[lo:hi] = b, as a loop: an array assigned to a slice also compiles the code of its shape
+    # error, Numba's string formatting (seconds of compile time for every kernel that has one)
     for n in range(lo, hi):
-        y[n, :] = b
+        for m in range(y.shape[1]):
+            y[n, m] = b[m]
     gemm(y[lo:hi], x[lo:hi], W, 1.0, 1.0)  # an empty block is skipped
     if with_relu:
         for n in range(lo, hi):
@@ -60,7 +63,7 @@ def column_chunk(N, M, budget=128 << 10):
     return max(16, budget // (8 * (N + M)) // 16 * 16)
 
 
-@njit(cache=True, parallel=True, fastmath=FAST)
+@njit(cache=True, parallel=PRANGE, fastmath=FAST)
 def _forward(y, x, W, b, T):
     # x (N, D), W (D, M), b (M,) -> y (N, M); T blocks of rows
     N = x.shape[0]
@@ -68,7 +71,7 @@ def _forward(y, x, W, b, T):
         forward_block(y, x, W, b, t * N // T, (t + 1) * N // T, False)
 
 
-@njit(cache=True, parallel=True, fastmath=FAST)
+@njit(cache=True, parallel=PRANGE, fastmath=FAST)
 def _backward(dx, dW, db, dy, x, W, T, chunk, need_dx):
     # dy (N, M), x (N, D), W (D, M) -> dx (N, D) (if need_dx), dW (D, M), db (M,); T blocks of each
     for t in prange(T):

@@ -17,7 +17,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..composed import fused_kernels
-from ._common import FAST, f32, scratch
+from ._common import FAST, PRANGE, f32, scratch
 from .conv import WINOGRAD_TILE, conv2d_algorithm, direct, per_image, winograd
 from .conv.epilogue import RELU, RELU_POOL
 from .dense import backward_block, column_chunk, forward_block
@@ -27,7 +27,7 @@ _composed = fused_kernels(sys.modules[__package__])
 
 # ------------------------------------------------------------------------------ dense
 
-@njit(cache=True, parallel=True, fastmath=FAST)
+@njit(cache=True, parallel=PRANGE, fastmath=FAST)
 def _dense_relu_forward(y, x, W, b, T):
     # x (N, D), W (D, M), b (M,) -> y (N, M) = relu(x @ W + b); T blocks of rows
     N = x.shape[0]
@@ -35,7 +35,7 @@ def _dense_relu_forward(y, x, W, b, T):
         forward_block(y, x, W, b, t * N // T, (t + 1) * N // T, True)
 
 
-@njit(cache=True, parallel=True, fastmath=FAST)
+@njit(cache=True, parallel=PRANGE, fastmath=FAST)
 def _dense_relu_backward(dx, dW, db, dz, dy, x, W, y, chunk, need_dx):
     # dy, y (N, M) -> dx (N, D) (if need_dx), dW (D, M), db (M,); dz (T, N, M) per-thread buffers
     T = dz.shape[0]

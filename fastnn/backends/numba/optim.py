@@ -13,19 +13,19 @@ import numpy as np
 from numba import njit, prange
 
 from ..numpy import optim as reference
-from ._common import FAST
+from ._common import FAST, PRANGE
 
 f32 = np.float32
 
 
-@njit(cache=True, parallel=True, fastmath=FAST)
+@njit(cache=True, parallel=PRANGE, fastmath=FAST)
 def _sgd(p, g, lr, wd):
     # p -= lr * (g + wd * p)
     for i in prange(p.size):
         p[i] -= lr * (g[i] + wd * p[i])
 
 
-@njit(cache=True, parallel=True, fastmath=FAST)
+@njit(cache=True, parallel=PRANGE, fastmath=FAST)
 def _momentum(p, g, v, lr, mu, wd, nesterov):
     # v = mu * v + g'; p -= lr * v   (nesterov: p -= lr * (g' + mu * v))
     for i in prange(p.size):
@@ -34,7 +34,7 @@ def _momentum(p, g, v, lr, mu, wd, nesterov):
         p[i] -= lr * (gi + mu * v[i] if nesterov else v[i])
 
 
-@njit(cache=True, parallel=True, fastmath=FAST)
+@njit(cache=True, parallel=PRANGE, fastmath=FAST)
 def _adagrad(p, g, s, lr, eps, wd):
     # s += g'^2; p -= lr * g' / (sqrt(s) + eps)
     for i in prange(p.size):
@@ -43,7 +43,7 @@ def _adagrad(p, g, s, lr, eps, wd):
         p[i] -= lr * gi / (np.sqrt(s[i]) + eps)
 
 
-@njit(cache=True, parallel=True, fastmath=FAST)
+@njit(cache=True, parallel=PRANGE, fastmath=FAST)
 def _rmsprop(p, g, s, lr, alpha, eps, wd):
     # s = alpha * s + (1 - alpha) * g'^2; p -= lr * g' / (sqrt(s) + eps)
     for i in prange(p.size):
@@ -52,7 +52,7 @@ def _rmsprop(p, g, s, lr, alpha, eps, wd):
         p[i] -= lr * gi / (np.sqrt(s[i]) + eps)
 
 
-@njit(cache=True, parallel=True, fastmath=FAST)
+@njit(cache=True, parallel=PRANGE, fastmath=FAST)
 def _adadelta(p, g, s, u, lr, rho, eps, wd):
     # s = rho*s + (1-rho)*g'^2; d = sqrt(u + eps) / sqrt(s + eps) * g'; u = rho*u + (1-rho)*d^2; p -= lr * d
     for i in prange(p.size):
@@ -63,7 +63,7 @@ def _adadelta(p, g, s, u, lr, rho, eps, wd):
         p[i] -= lr * d
 
 
-@njit(cache=True, parallel=True, fastmath=FAST)
+@njit(cache=True, parallel=PRANGE, fastmath=FAST)
 def _adam(p, g, m, v, lr, b1, b2, eps, c1, c2, wd):
     # m = b1*m + (1-b1)*g'; v = b2*v + (1-b2)*g'^2; p -= lr * (m / c1) / (sqrt(v / c2) + eps)
     # with c1 = 1 - b1^t, c2 = 1 - b2^t

@@ -12,7 +12,7 @@ divisor stays size * size).
 import numpy as np
 from numba import njit, prange
 
-from ._common import beats, f32, has_nan
+from ._common import PRANGE, beats, f32, has_nan
 
 
 def _out(size_in, size, stride, pad):
@@ -43,7 +43,7 @@ def _max_plane(y, arg, plane, H, W, size, stride, pad):
             arg[oh, ow] = where
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=PRANGE)
 def _max_forward(y, arg, x, size, stride, pad):
     # x (N, C, H, W) -> y (N, C, OH, OW), arg (N, C, OH, OW) int32, one plane at a time (_max_plane)
     N, C, H, W = x.shape
@@ -52,7 +52,7 @@ def _max_forward(y, arg, x, size, stride, pad):
         _max_plane(y[n, c], arg[n, c], x[n, c].reshape(H * W), H, W, size, stride, pad)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=PRANGE)
 def _max_forward_2x2(y, arg, x):
     # the same for size 2, stride 2, pad 0 (every model here): four explicit taps per window
     # compile to straight-line selects, ten times faster than the general window loop. The
@@ -79,7 +79,7 @@ def _max_forward_2x2(y, arg, x):
             _max_plane(y[n, c], arg[n, c], x[n, c].reshape(H * W), H, W, 2, 2, 0)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=PRANGE)
 def _max_backward(dx, dy, arg):
     # dy (N, C, OH, OW), arg (N, C, OH, OW) -> dx (N, C, H, W)
     # dx = 0; dx.flat[arg] += dy  (per plane; += because overlapping windows can share a max;
@@ -97,7 +97,7 @@ def _max_backward(dx, dy, arg):
                     plane[k] += dy[n, c, oh, ow]
 
 
-@njit(cache=True, parallel=True, fastmath={"nsz", "contract", "reassoc"})
+@njit(cache=True, parallel=PRANGE, fastmath={"nsz", "contract", "reassoc"})
 def _avg_forward(y, x, size, stride, pad):
     # y[n, c, oh, ow] = x_zero_padded[n, c, oh*s : oh*s + size, ow*s : ow*s + size].mean()
     N, C, H, W = x.shape
@@ -117,7 +117,7 @@ def _avg_forward(y, x, size, stride, pad):
                 y[n, c, oh, ow] = total * scale
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=PRANGE)
 def _avg_backward(dx, dy, size, stride, pad):
     # dx[n, c, window] += dy[n, c, oh, ow] / size**2 for every window, zero padding dropped
     N, C, H, W = dx.shape

@@ -17,7 +17,7 @@ like the others, fused kernels included.
 import numpy as np
 from numba import njit, prange
 
-from .._common import FAST, f32
+from .._common import FAST, PRANGE, f32
 from .epilogue import PLAIN, RELU, RELU_POOL, ZERO, bias_relu_row, pool_image, relu_mask_row, unpool_image
 
 
@@ -122,7 +122,7 @@ def input_grad_image(dxp, dy_wide, W, n, f):
 
 # ------------------------------------------------------------- the parallel regions
 
-@njit(cache=True, parallel=True, fastmath=FAST)
+@njit(cache=True, parallel=PRANGE, fastmath=FAST)
 def _forward(y, arg, xp, W, b, post):
     # xp (N, C, Hp, Wp), W (F, C, KH, KW), b (F,) -> y (N, F, OH, OW), stride 1; post PLAIN or
     # RELU; RELU_POOL: y (N, F, OH // 2, OW // 2) = maxpool2x2(relu(conv)), arg its argmax
@@ -143,7 +143,7 @@ def _forward(y, arg, xp, W, b, post):
                     bias_relu_row(y[n, f, oh], acc[oh * Wp:oh * Wp + OW], ZERO, post == RELU)
 
 
-@njit(cache=True, parallel=True, fastmath=FAST)
+@njit(cache=True, parallel=PRANGE, fastmath=FAST)
 def _backward(part_W, part_b, dxp, dy, arg, y, xp, W, post, need_dx):
     # dy (N, F, OH, OW) -> part_W (T, F, C, KH, KW), part_b (T, F): one partial sum per chunk of
     # images; dxp (N, C, Hp, Wp) if need_dx; stride 1. post RELU: dy is masked by y > 0 (y the
@@ -171,7 +171,8 @@ def _backward(part_W, part_b, dxp, dy, arg, y, xp, W, post, need_dx):
                         if post == RELU:
                             relu_mask_row(dst, dy[n, f, oh], y[n, f, oh])
                         else:
-                            dst[:] = dy[n, f, oh]
+                            for ow in range(OW):
+                                dst[ow] = dy[n, f, oh, ow]
                 s = np.float32(0.0)
                 for q in range(L):
                     s += dz_wide[q]

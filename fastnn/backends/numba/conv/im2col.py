@@ -25,7 +25,7 @@ import numpy as np
 from numba import njit, prange
 
 from ...numpy.conv import output_size
-from .._common import FAST
+from .._common import FAST, PRANGE
 from ..blas import gemm
 from .epilogue import PLAIN, RELU, RELU_POOL, pool_image, relu_inplace, relu_mask_row, unpool_image
 
@@ -96,7 +96,7 @@ def add_columns_image(dx, col, kh, kw, stride, pad, OH, OW):
                             dst[ow * stride + j - pad] += src[ow]
 
 
-@njit(cache=True, parallel=True, fastmath=FAST)
+@njit(cache=True, parallel=PRANGE, fastmath=FAST)
 def _forward(y, arg, x, W2, b, kh, kw, stride, pad, post, cols, ys):
     # x (N, C, H, W), W2 (F, C*KH*KW), b (F,) -> y (N, F, OH, OW); post RELU: relu(y); RELU_POOL:
     # y (N, F, OH // 2, OW // 2) = maxpool2x2(relu(conv)) and arg its argmax, from the image's
@@ -123,7 +123,7 @@ def _forward(y, arg, x, W2, b, kh, kw, stride, pad, post, cols, ys):
                         relu_inplace(yn[f])
 
 
-@njit(cache=True, parallel=True, fastmath=FAST)
+@njit(cache=True, parallel=PRANGE, fastmath=FAST)
 def _backward(dW_parts, db_parts, dx, dy, arg, y, x, W2, kh, kw, stride, pad, post, cols, dzs, need_dx):
     # dy (N, F, OH, OW), x (N, C, H, W), W2 (F, K) -> dW_parts (T, F, K), db_parts (T, F) per
     # thread, and dx (N, C, H, W) if need_dx. post RELU: dy is masked by y > 0 (y the forward
@@ -198,16 +198,18 @@ def backward(dy, x, W, stride, pad, need_dx, n_threads, scratch, post=PLAIN, arg
 
 # ------------------------------------------------- the contract's im2col / col2im (whole batch)
 
-@njit(cache=True, parallel=True, fastmath=FAST)
+@njit(cache=True, parallel=PRANGE, fastmath=FAST)
 def _im2col(col, x, kh, kw, stride, pad, OH, OW):
     # x (N, C, H, W) -> col (N, OH*OW, C*KH*KW): the transpose of columns_image, image by image
     for n in prange(x.shape[0]):
         colT = np.empty((col.shape[2], col.shape[1]), np.float32)
         columns_image(colT, x[n], kh, kw, stride, pad, OH, OW)
-        col[n] = colT.T
+        for p in range(col.shape[1]):  # col[n] = colT.T (a loop: see dense.forward_block)
+            for k in range(col.shape[2]):
+                col[n, p, k] = colT[k, p]
 
 
-@njit(cache=True, parallel=True, fastmath=FAST)
+@njit(cache=True, parallel=PRANGE, fastmath=FAST)
 def _col2im(dx, col, kh, kw, stride, pad, OH, OW):
     # col (N, OH*OW, C*KH*KW) -> dx (N, C, H, W), overlapping windows summed
     for n in prange(dx.shape[0]):

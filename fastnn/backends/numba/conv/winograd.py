@@ -49,7 +49,7 @@ zeros skipped.
 import numpy as np
 from numba import njit, prange
 
-from .._common import FAST, scratch
+from .._common import FAST, PRANGE, scratch
 from ..blas import gemm
 from .epilogue import PLAIN, RELU, RELU_POOL, bias_relu_row, pool_image, relu_mask_row, unpool_image
 
@@ -424,7 +424,7 @@ def _weight_grad_unit(dU, db, dy, x, pad, m, g0, g1, V, dM, e, s, dyb, zero):
 
 # ---------------------------------------------------------------- the parallel regions
 
-@njit(cache=True, parallel=True, fastmath=FAST)
+@njit(cache=True, parallel=PRANGE, fastmath=FAST)
 def _forward(y, arg, x, W, b, pad, m, R, zero, post, U, V, M, e, s, out):
     # x (N, C, H, W), W (F, C, 3, 3), b (F,) -> y (N, F, OH, OW) (post: see _forward_unit);
     # R tile rows per unit; zero (W,) zeros; U (a*a, F, C) filled here; V, M, e, s, out: one
@@ -451,7 +451,7 @@ def _output_gradient(dz, dy, arg, y, n0, post):
             relu_mask_row(dzk, dy[n0 + k].reshape(dzk.size), y[n0 + k].reshape(dzk.size))
 
 
-@njit(cache=True, parallel=True, fastmath=FAST)
+@njit(cache=True, parallel=PRANGE, fastmath=FAST)
 def _backward(dW, db, dx, dy, arg, y, x, W, pad, m, G, R, Rx, need_dx, post, zero, dU_parts,
               db_parts, dz, V, dM, e, s, dyb, Uf, zero_bias, Vx, Mx, e_x, s_x, out_x):
     # dy (N, F, OH, OW), x (N, C, H, W), W (F, C, 3, 3) -> dW (F, C, 3, 3), db (F,), and
@@ -489,11 +489,16 @@ def _backward(dW, db, dx, dy, arg, y, x, W, pad, m, G, R, Rx, need_dx, post, zer
                 for g0 in range(0, rows, Rx):
                     _forward_unit(dx[n0:n1], arg[:0], grad, Uf, zero_bias, 2 - pad, m, g0,
                                   min(rows, g0 + Rx), Vx[t], Mx[t], e_x[t], s_x[t], out_x[t], zero, PLAIN)
-    # dU = dU_parts.sum(0), db = db_parts.sum(0), in thread order; dW = G^T dU G
+    # dU = dU_parts.sum(0), db = db_parts.sum(0), in thread order; dW = G^T dU G. Loops: an array
+    # += or slice assignment compiles much more code (broadcasting, its errors' string formatting)
+    dU = dU_parts.reshape(T, dU_parts.size // T)
     for t in range(1, T):
-        dU_parts[0] += dU_parts[t]
-        db_parts[0] += db_parts[t]
-    db[:] = db_parts[0]
+        for i in range(dU.shape[1]):
+            dU[0, i] += dU[t, i]
+        for f in range(db.shape[0]):
+            db_parts[0, f] += db_parts[t, f]
+    for f in range(db.shape[0]):
+        db[f] = db_parts[0, f]
     _filters_adjoint(dW, dU_parts[0], m)
 
 
