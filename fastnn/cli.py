@@ -248,12 +248,13 @@ def parser():
     add_backend_args(p)
 
     p = sub.add_parser("tune", help="time every convolution algorithm of a model's layers on this machine and "
-                       "keep the fastest (done on first use anyway; this does it ahead of time)",
+                       "keep the fastest (used with FASTNN_TUNE=1)",
                        description="For each convolution of the model(s), time every algorithm that applies on "
                        "this machine (forward and both backward passes) and keep the fastest in the tuning cache "
                        "(config.cache_dir()/conv-tuning.json), keyed by CPU, threads, backend, shape and fastnn's "
-                       "version. Training does this on the first use of a shape; FASTNN_TUNE=0 uses the built-in "
-                       "table instead and FASTNN_CONV_ALGO forces one algorithm.")
+                       "version. With FASTNN_TUNE=1 training uses these choices and times a new shape on its first use; "
+                       "the default, FASTNN_TUNE=0, is the built-in table (the tuner times plain convolutions, "
+                       "the nets run fused ones); FASTNN_CONV_ALGO forces one algorithm.")
     p.add_argument("--model", choices=("all", *MODELS), default="all", help="default: all")
     p.add_argument("--batch-size", type=positive_int_list, default=(100,), metavar="N[,N...]",
                    help="the batch sizes to tune for (the choice is kept per shape; default 100, train's default)")
@@ -549,7 +550,7 @@ def cmd_info(args):
     print(f"data: {config.data_dir() or '(FASTNN_DATA unset)'}; cache {config.cache_dir()}")
     from .backends import tuning
     print(f"convolution algorithms: {'tuned per machine' if config.tune() else 'the built-in table'} (FASTNN_TUNE, "
-          f"default 1), forced: {config.conv_algorithm()} (FASTNN_CONV_ALGO); tuning cache {tuning.cache_file()}: "
+          f"default 0), forced: {config.conv_algorithm()} (FASTNN_CONV_ALGO); tuning cache {tuning.cache_file()}: "
           f"{tuning.describe_cache()}")
     return 0
 

@@ -133,6 +133,8 @@ def test_fastnn_conv_algo_forces(K, cache_home, monkeypatch):
 
 def test_fastnn_tune_setting(monkeypatch):
     monkeypatch.delenv("FASTNN_TUNE", raising=False)
+    assert config.tune() is False  # off by default until the tuner times the fused kernels (config.tune)
+    monkeypatch.setenv("FASTNN_TUNE", " On ")
     assert config.tune() is True
     monkeypatch.setenv("FASTNN_TUNE", " Off ")
     assert config.tune() is False
