@@ -40,9 +40,9 @@ parent_pid, options, models: {model: {batch_size, optimizer, lr, best_torch (the
 entry, or null), results: {backend: {images_per_second (median), images_per_second_min,
 images_per_second_max, compile_seconds (median), compile_seconds_first_run, ratio_to_torch,
 ratio_to_best_torch, ratio_to_numpy, data, threadpools, runs: [{pid, images, seconds,
-images_per_second, compile_seconds, tuning_seconds (timing the convolutions on first use, apart), threads,
-...}], failed_runs, profile; PyTorch's entries also
-torch (its version), torch_mode, warmup_steps} or {skipped: reason} or {error, runs}}}}}.
+images_per_second, compile_seconds, tuning_seconds (FASTNN_TUNE=1: timing the convolutions on
+first use, apart), threads, ...}], failed_runs, profile; PyTorch's entries also torch (its
+version), torch_mode, warmup_steps} or {skipped: reason} or {error, runs}}}}}.
 """
 import argparse
 import contextlib

@@ -236,14 +236,14 @@ def parser():
 
     p = sub.add_parser("info", help="backends, threads and versions")
 
-    p = sub.add_parser("warmup", help="compile (numba) and tune a model's kernels ahead of time, for a CI job or "
-                       "a Docker image", description="Compile every kernel a training step and an evaluation of "
-                       "the model(s) use on the backend (numba keeps them in its on-disk cache; cython needs no "
-                       "compile) and time their convolution algorithms (the tuning cache), as a first "
-                       "`fastnn train` would: later runs start at once.")
+    p = sub.add_parser("warmup", help="compile (numba) a model's kernels ahead of time, for a CI job or a Docker "
+                       "image", description="Compile every kernel a training step and an evaluation of the "
+                       "model(s) use on the backend (numba keeps them in its on-disk cache; cython needs no "
+                       "compile), and with FASTNN_TUNE=1 time their convolution algorithms (the tuning cache), as "
+                       "a first `fastnn train` would: later runs start at once.")
     p.add_argument("--model", choices=("all", *MODELS), default="all", help="default: all")
     p.add_argument("--batch-size", type=positive_int, default=100, help="the training batch size to warm up for "
-                   "(convolutions are tuned per shape; default %(default)s)")
+                   "(with FASTNN_TUNE=1, convolutions are tuned per shape; default %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar while numba compiles")
     add_backend_args(p)
 
@@ -252,8 +252,8 @@ def parser():
                        description="For each convolution of the model(s), time every algorithm that applies on "
                        "this machine (forward and both backward passes) and keep the fastest in the tuning cache "
                        "(config.cache_dir()/conv-tuning.json), keyed by CPU, threads, backend, shape and fastnn's "
-                       "version. With FASTNN_TUNE=1 training uses these choices and times a new shape on its first use; "
-                       "the default, FASTNN_TUNE=0, is the built-in table (the tuner times plain convolutions, "
+                       "version. With FASTNN_TUNE=1 training uses these choices and times a new shape on its "
+                       "first use; the default, FASTNN_TUNE=0, is the built-in table (the tuner times plain convolutions, "
                        "the nets run fused ones); FASTNN_CONV_ALGO forces one algorithm.")
     p.add_argument("--model", choices=("all", *MODELS), default="all", help="default: all")
     p.add_argument("--batch-size", type=positive_int_list, default=(100,), metavar="N[,N...]",
@@ -433,8 +433,8 @@ def run_training(args):
             print(f"note: the run began on backend {was[0]} with {was[1]} threads; on {K.NAME} with {n_threads} "
                   f"the result matches an uninterrupted run to rounding, not bit for bit")
     from .backends import tuning
-    tuned_before = tuning.spent().seconds
     from .warmup import compile_progress
+    tuned_before = tuning.spent().seconds
     with compile_progress(show=not args.no_progress and writes):
         warmup_seconds = trainer.warmup()
     tuning_seconds = tuning.spent().seconds - tuned_before  # first use of a shape on this machine: once

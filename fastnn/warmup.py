@@ -7,8 +7,8 @@ wherever fastnn_ext is built (config.default_backend), compiles nothing at run t
 
 ``compile_progress`` shows that wait as a progress bar of the kernels compiled so far (nothing
 at all when every kernel comes from the cache); ``warm_up`` is ``fastnn warmup``: it compiles the
-kernels of each model and times its convolutions (backends/tuning.py), for a CI job or a Docker
-image to pay once.
+kernels of each model (and, with FASTNN_TUNE=1, times its convolutions: backends/tuning.py), for a
+CI job or a Docker image to pay once.
 """
 import contextlib
 import sys
@@ -89,7 +89,7 @@ def compile_progress(show=True, file=None):
 
 def warm_up(model_names, batch_size, progress=True):
     """Compile every kernel a training step and an evaluation of each named model use on the active
-    backend, and time its convolutions (tuning cache), as the first ``fastnn train`` would; one
+    backend (and with FASTNN_TUNE=1 time its convolutions), as the first ``fastnn train`` would; one
     record per model: {"model", "seconds", "kernels_compiled", "tuning_seconds", "shapes_tuned"}."""
     from . import models, optim
     from .backends import tuning

@@ -2,12 +2,13 @@
 benchmark mode and FFTW's wisdom.
 
 A table measured on one machine was wrong on another (numba's winograd4 for deep-cnn's 16->16
-layer: the fastest block on an AVX-512 host, the slowest on an AVX2 one). So the first time a
-convolution shape is used, the backend's ``conv2d_algorithm`` asks its Tuner, which runs one
+layer: the fastest block on an AVX-512 host, the slowest on an AVX2 one). So with FASTNN_TUNE=1
+(config.tune says why it is off by default), the first time a convolution shape is used, the
+backend's ``conv2d_algorithm`` asks its Tuner, which runs one
 forward and one backward pass (dx and dW) of every algorithm that applies on random float32 data
 of exactly that shape, keeps the fastest, and writes it to an on-disk cache:
 
-    forced (FASTNN_CONV_ALGO) -> only one applies -> table (FASTNN_TUNE=0) -> cached -> time now
+    forced (FASTNN_CONV_ALGO) -> only one applies -> table (FASTNN_TUNE=0, the default) -> cached -> time now
 
 The cache, ``config.cache_dir() / "conv-tuning.json"``, maps a key of everything that decides
 the timing (backend, x and W shapes, stride, pad, threads, fastnn's version, and the machine: CPU
@@ -54,7 +55,7 @@ class Choice(NamedTuple):
     """The algorithm conv2d_forward runs for a shape, and why.
 
     source: "forced" (FASTNN_CONV_ALGO), "only" (the one algorithm that applies), "table"
-    (FASTNN_TUNE=0: the built-in table) or "tuned" (timed on this machine, now or before);
+    (FASTNN_TUNE=0, the default: the built-in table) or "tuned" (timed on this machine, now or before);
     ms: for "tuned", {algorithm: ms of one forward + backward pass (see measure)}, else None."""
     algorithm: str
     source: str

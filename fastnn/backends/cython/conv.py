@@ -12,9 +12,9 @@ algorithm      what it does (kernels)                              where it appl
 ``winograd4``  F(4x4, 3x3): 36 multiplies where im2col does 144    3x3, stride 1, pad <= 2
 =============  ==================================================  ===========================
 
-``conv2d_algorithm`` is the choice (like cuDNN's algorithm choice), made by timing the algorithms
-that apply on this machine the first time a shape is used (fastnn/backends/tuning.py; cached on
-disk); ``table_algorithm``, measured on one machine, is the fallback (FASTNN_TUNE=0), and
+``conv2d_algorithm`` is the choice (like cuDNN's algorithm choice): ``table_algorithm``, measured
+on one machine, by default; with FASTNN_TUNE=1, the fastest of the algorithms that apply, timed on
+this machine the first time a shape is used (fastnn/backends/tuning.py; cached on disk), and
 ``conv2d_choice`` says what was chosen and why. FASTNN_CONV_ALGO forces one algorithm wherever
 it applies (tests run every algorithm that way), and the automatic choice stands where it does
 not, or where this backend lacks it: numba's ``direct`` is not here (a Cython direct convolution
@@ -58,7 +58,7 @@ def applies(algorithm, x_shape, w_shape, stride, pad):
 
 
 def table_algorithm(x_shape, w_shape, stride, pad):
-    """The built-in table: the fallback where the choice is not timed (FASTNN_TUNE=0), measured
+    """The built-in table: the choice unless FASTNN_TUNE=1 times the candidates, measured
     on one machine (2 cores, AVX-512; BLAS 1 thread, OpenMP 2; portable build; forward ms,
     median, at the nets' batch sizes). Another machine may rank them otherwise: the tuner decides
     per machine.
@@ -94,7 +94,7 @@ def _timed_step(algorithm, x, W, b, stride, pad, dy):
 
 _tuner = tuning.Tuner("cython", CONV_ALGORITHMS, applies, table_algorithm, _timed_step, _winograd.max_threads)
 conv2d_choice = _tuner.choice        # (algorithm, source, ms): what a shape runs, and why (tuning.Choice)
-conv2d_algorithm = _tuner.algorithm  # the contract's: forced -> only -> table (FASTNN_TUNE=0) -> tuned here
+conv2d_algorithm = _tuner.algorithm  # the contract's: forced -> only -> table, or tuned here
 
 
 def conv2d_forward(x, W, b, stride, pad):

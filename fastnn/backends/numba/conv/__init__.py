@@ -10,9 +10,9 @@ algorithm      what it does                                         where it app
 ``winograd4``  F(4x4, 3x3): 36 multiplies where im2col does 144     3x3, stride 1, pad <= 2
 =============  ===================================================  ===========================
 
-``conv2d_algorithm`` is the choice (like cuDNN's algorithm choice), made by timing the algorithms
-that apply on this machine the first time a shape is used (fastnn/backends/tuning.py; cached on
-disk); ``table_algorithm``, measured on one machine, is the fallback (FASTNN_TUNE=0).
+``conv2d_algorithm`` is the choice (like cuDNN's algorithm choice): ``table_algorithm``, measured
+on one machine, by default; with FASTNN_TUNE=1, the fastest of the algorithms that apply, timed on
+this machine the first time a shape is used (fastnn/backends/tuning.py; cached on disk).
 FASTNN_CONV_ALGO forces one algorithm wherever it applies (tests run every algorithm on every
 shape family that way), ``conv2d_choice`` says what was chosen and why, and the benchmarks'
 ``--profile`` prints it for each layer. Winograd computes the same
@@ -42,7 +42,7 @@ def applies(algorithm, x_shape, w_shape, stride, pad):
 
 
 def table_algorithm(x_shape, w_shape, stride, pad):
-    """The built-in table: the fallback where the choice is not timed (FASTNN_TUNE=0), measured
+    """The built-in table: the choice unless FASTNN_TUNE=1 times the candidates, measured
     per layer of the MNIST nets on one machine (2 cores, AVX-512, forward plus backward;
     `python benchmarks/train_throughput.py --profile` shows it per layer). On an AVX2 host it
     was wrong (winograd4 for deep-cnn's 16->16 layer was its slowest block there): the tuner
@@ -79,7 +79,7 @@ TUNED_ALGORITHMS = ("im2col", "winograd", "winograd4")
 _tuner = tuning.Tuner("numba", CONV_ALGORITHMS, applies, table_algorithm, _timed_step, numba.get_num_threads,
                       timed=TUNED_ALGORITHMS)
 conv2d_choice = _tuner.choice        # (algorithm, source, ms): what a shape runs, and why (tuning.Choice)
-conv2d_algorithm = _tuner.algorithm  # the contract's: forced -> only -> table (FASTNN_TUNE=0) -> tuned here
+conv2d_algorithm = _tuner.algorithm  # the contract's: forced -> only -> table, or tuned here
 
 
 def conv2d_forward(x, W, b, stride, pad):
